@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# Bring up the real services the test suite talks to.  Idempotent: installs
+# only missing packages, starts only services that are down, and exits
+# non-zero with a clear message if something cannot be brought up.
+set -euo pipefail
+
+say() { printf '[services] %s\n' "$*"; }
+die() { printf '[services] ERROR: %s\n' "$*" >&2; exit 1; }
+
+# wait_for NAME COMMAND...: poll COMMAND for up to 60 s.
+wait_for() {
+    local name=$1; shift
+    local i
+    for ((i = 0; i < 120; i++)); do
+        if "$@" >/dev/null 2>&1; then
+            say "$name is answering"
+            return 0
+        fi
+        sleep 0.5
+    done
+    die "$name did not answer within 60 s (checked with: $*)"
+}
+
+[ "$(id -u)" = 0 ] || die "must run as root (installs packages, starts system services)"
+
+# --- (a) packages ------------------------------------------------------------
+missing=()
+for pkg in memcached chromium chromium-driver wrk; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' \
+        || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+    export DEBIAN_FRONTEND=noninteractive
+    # Another apt run may hold the lock; wait for it instead of failing.
+    apt_opts=(-o DPkg::Lock::Timeout=600)
+    # Refresh the package lists once, and only if some package is unknown.
+    for pkg in "${missing[@]}"; do
+        if ! apt-cache show "$pkg" >/dev/null 2>&1; then
+            say "apt-get update (no candidate for $pkg)"
+            apt-get "${apt_opts[@]}" update || die "apt-get update failed"
+            break
+        fi
+    done
+    say "installing: ${missing[*]}"
+    apt-get "${apt_opts[@]}" install -y --no-install-recommends "${missing[@]}" \
+        || die "apt-get install ${missing[*]} failed"
+else
+    say "packages already installed: memcached chromium chromium-driver wrk"
+fi
+
+# --- (b) PostgreSQL ------------------------------------------------------------
+pg_up() { pg_isready -q -h 127.0.0.1 -p 5432; }
+if pg_up; then
+    say "PostgreSQL already running"
+else
+    [ -d /etc/postgresql ] || die "PostgreSQL is not installed (/etc/postgresql missing)"
+    say "starting PostgreSQL"
+    # shellcheck disable=SC2046  # the cluster version is one word, e.g. 15
+    pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start \
+        || die "pg_ctlcluster could not start PostgreSQL"
+fi
+wait_for PostgreSQL pg_up
+psql_q() { psql -h 127.0.0.1 -U postgres -d postgres -tAq "$@"; }
+if [ "$(psql_q -c "select 1 from pg_database where datname = 'test'")" = 1 ]; then
+    say "PostgreSQL database 'test' exists"
+else
+    say "creating PostgreSQL database 'test'"
+    psql_q -c 'create database test' || die "could not create PostgreSQL database 'test'"
+fi
+
+# --- Redis -----------------------------------------------------------------------
+redis_up() { [ "$(redis-cli -h 127.0.0.1 -p 6379 ping 2>/dev/null)" = PONG ]; }
+if redis_up; then
+    say "Redis already running"
+else
+    say "starting Redis"
+    mkdir -p /var/lib/redis /var/log/redis
+    redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no \
+        --dir /var/lib/redis --logfile /var/log/redis/ci.log \
+        || die "redis-server could not start (see /var/log/redis/ci.log)"
+fi
+wait_for Redis redis_up
+
+# --- MariaDB ---------------------------------------------------------------------
+maria_up() { mariadb -e 'select 1'; }
+if maria_up >/dev/null 2>&1; then
+    say "MariaDB already running"
+else
+    [ -x /usr/sbin/mariadbd ] || die "MariaDB is not installed (/usr/sbin/mariadbd missing)"
+    say "starting MariaDB"
+    # /run is a tmpfs: recreate the socket directory after a reboot.
+    install -d -o mysql -g mysql /run/mysqld
+    start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd \
+        || die "start-stop-daemon could not start mariadbd"
+fi
+wait_for MariaDB maria_up
+mariadb -e 'create database if not exists test' || die "could not create MariaDB database 'test'"
+say "MariaDB database 'test' exists"
+# The tests connect as root over TCP, not through the socket checked above.
+mariadb -h 127.0.0.1 -P 3306 -u root -e 'select 1' test >/dev/null \
+    || die "MariaDB answers on its socket but root cannot log in over TCP 127.0.0.1:3306"
+
+say "all services up: PostgreSQL 127.0.0.1:5432, Redis 127.0.0.1:6379, MariaDB 127.0.0.1:3306"

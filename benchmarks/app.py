@@ -1,0 +1,368 @@
+"""The one benchmark app; only the session configuration differs between variants.
+
+gunicorn loads it as `app:create_app_from_env()` with BENCH_VARIANT and
+BENCH_SETTINGS set by run.py.  `python benchmarks/app.py VARIANT` builds the
+app once and exits; run.py uses that to create tables/files before the
+workers start (so two workers never race on CREATE TABLE) and to surface
+import errors.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from common import (
+    ENV_VARIANT,
+    POSTGRES_TABLE,
+    RAW_POSTGRES_TABLE,
+    READ_BODY,
+    REDIS_HOST,
+    SESSION_THEME,
+    SESSION_USER,
+    BenchSettings,
+)
+from flask import Flask, Response, make_response, request, session
+from workercounters import WorkerCounters
+
+SECRET_KEY = "benchmark-secret-key-not-for-production"
+
+
+def register_routes(app: Flask) -> None:
+    @app.get("/ping")
+    def ping() -> str:
+        return "pong"
+
+    @app.get("/login")
+    def login() -> str:
+        session["user"] = SESSION_USER
+        session["theme"] = SESSION_THEME
+        return "ok"
+
+    @app.get("/read")
+    def read() -> str:
+        # run.py checks this body equals common.READ_BODY before measuring.
+        return f"{session.get('user')} {session.get('theme')}"
+
+    @app.get("/write")
+    def write() -> str:
+        session["counter"] = session.get("counter", 0) + 1
+        return str(session["counter"])
+
+
+# --- variant configuration -------------------------------------------------------
+
+
+def redis_client(settings: BenchSettings) -> Any:
+    import redis
+
+    return redis.Redis(host=REDIS_HOST, port=settings.redis_port, db=settings.redis_db)
+
+
+def data_path(settings: BenchSettings, name: str) -> str:
+    return str(Path(settings.data_dir) / name)
+
+
+def configure_plain(app: Flask, settings: BenchSettings) -> None:
+    # No SECRET_KEY: Flask's default interface then hands out a NullSession
+    # without parsing the cookie, i.e. no session work at all.
+    app.config["SECRET_KEY"] = None
+
+
+def configure_raw_redis(app: Flask, settings: BenchSettings) -> None:
+    """No session layer: /read is one raw GET and /write one GET plus one SET, the
+    fewest round trips any Redis session can make. This is the ceiling for Redis
+    variants on this machine: what is left between it and plain /ping is the round trip
+    itself (two sync workers block on it while wrk and Redis share the same cores)."""
+    configure_plain(app, settings)
+    client = redis_client(settings)
+    key = f"{settings.key_prefix}raw:{READ_BODY}"
+    client.set(key, READ_BODY)
+
+    def login() -> Response:
+        response = make_response("ok")
+        response.set_cookie("raw", "1")  # the runner wants a cookie to send back
+        return response
+
+    def read() -> str:
+        value = client.get(key)
+        return value.decode() if value is not None else "missing"
+
+    def write() -> str:
+        value = client.get(key)
+        client.set(key, value if value is not None else READ_BODY)
+        return "ok"
+
+    app.view_functions.update(login=login, read=read, write=write)
+
+
+RAW_COOKIE = "raw"
+RAW_ID_LENGTH = 32  # secrets.token_hex(16)
+
+
+def install_raw_routes(
+    app: Flask,
+    load: Callable[[str], bytes | None],
+    save: Callable[[str, bytes], None],
+) -> None:
+    """/login, /read and /write of a ceiling variant that keeps one raw entry per client.
+
+    /login stores READ_BODY under a fresh random id and sends it as the cookie; /read
+    is one `load` of that id, /write a `load` plus a `save`: the fewest round trips a
+    session on that store can make, with none of a session layer's work around them.
+    """
+
+    def client_id() -> str | None:
+        value = request.cookies.get(RAW_COOKIE, "")
+        # Only ids /login made reach the store, so a bad cookie cannot make a bad key.
+        return value if len(value) == RAW_ID_LENGTH and value.isalnum() else None
+
+    def login() -> Response:
+        new_id = secrets.token_hex(RAW_ID_LENGTH // 2)
+        save(new_id, READ_BODY.encode())
+        response = make_response("ok")
+        response.set_cookie(RAW_COOKIE, new_id)
+        return response
+
+    def read() -> str:
+        entry_id = client_id()
+        value = load(entry_id) if entry_id else None
+        return value.decode() if value is not None else "missing"
+
+    def write() -> str:
+        entry_id = client_id()
+        value = load(entry_id) if entry_id else None
+        if entry_id is None or value is None:
+            return "missing"
+        save(entry_id, value)
+        return "ok"
+
+    app.view_functions.update(login=login, read=read, write=write)
+
+
+def configure_raw_memcached(app: Flask, settings: BenchSettings) -> None:
+    """The memcached ceiling: one raw `get` per /read, `get` + `set` per /write, on a
+    client with TCP_NODELAY like the one sessionkeeper builds (replies awaited)."""
+    from pymemcache.client.base import Client
+
+    configure_plain(app, settings)
+    client = Client(("127.0.0.1", settings.memcached_port), no_delay=True)
+    prefix = f"{settings.key_prefix}raw:"
+
+    def load(entry_id: str) -> bytes | None:
+        value: bytes | None = client.get(prefix + entry_id)
+        return value
+
+    def save(entry_id: str, value: bytes) -> None:
+        client.set(prefix + entry_id, value, noreply=False)
+
+    install_raw_routes(app, load, save)
+
+
+def libpq_url(sqlalchemy_url: str) -> str:
+    """'postgresql+psycopg2://...' (SQLAlchemy) as the 'postgresql://...' psycopg2 takes."""
+    scheme, _, rest = sqlalchemy_url.partition("://")
+    return f"{scheme.split('+', 1)[0]}://{rest}"
+
+
+def configure_raw_postgresql(app: Flask, settings: BenchSettings) -> None:
+    """The PostgreSQL ceiling: one primary-key SELECT per /read, SELECT + UPDATE per
+    /write, on one autocommit psycopg2 connection per worker (no BEGIN/COMMIT trips)."""
+    install_sql_counter(app, "postgresql")
+    import psycopg2
+
+    configure_plain(app, settings)
+    connection = psycopg2.connect(libpq_url(settings.postgres_url), connect_timeout=5)
+    connection.autocommit = True
+    table = f'"{RAW_POSTGRES_TABLE}"'
+    with connection.cursor() as cursor:
+        # The prepare step creates it before the workers start, so they never race here.
+        cursor.execute(
+            f"CREATE TABLE IF NOT EXISTS {table} (key text PRIMARY KEY, data bytea NOT NULL)"
+        )
+    select = f"SELECT data FROM {table} WHERE key = %s"
+    update = f"UPDATE {table} SET data = %s WHERE key = %s"
+    insert = f"INSERT INTO {table} (key, data) VALUES (%s, %s)"
+
+    def load(entry_id: str) -> bytes | None:
+        with connection.cursor() as cursor:
+            cursor.execute(select, (entry_id,))
+            row = cursor.fetchone()
+        return bytes(row[0]) if row is not None else None
+
+    def save(entry_id: str, value: bytes) -> None:
+        with connection.cursor() as cursor:
+            cursor.execute(update, (value, entry_id))
+            if cursor.rowcount == 0:  # only /login's fresh id has no row yet
+                cursor.execute(insert, (entry_id, value))
+
+    install_raw_routes(app, load, save)
+
+
+def configure_flask_cookie(app: Flask, settings: BenchSettings) -> None:
+    pass  # Flask's built-in signed-cookie session needs only SECRET_KEY
+
+
+def init_flask_session(app: Flask) -> None:
+    from flask_session import Session
+
+    Session(app)
+
+
+def configure_fs_redis(app: Flask, settings: BenchSettings) -> None:
+    app.config["SESSION_TYPE"] = "redis"
+    app.config["SESSION_REDIS"] = redis_client(settings)
+    app.config["SESSION_KEY_PREFIX"] = f"{settings.key_prefix}fs:"
+    init_flask_session(app)
+
+
+def configure_fs_memcached(app: Flask, settings: BenchSettings) -> None:
+    from pymemcache.client.base import Client
+
+    # pymemcache defaults (no TCP_NODELAY, noreply sets): how Flask-Session ships it.
+    app.config["SESSION_TYPE"] = "memcached"
+    app.config["SESSION_MEMCACHED"] = Client(("127.0.0.1", settings.memcached_port))
+    app.config["SESSION_KEY_PREFIX"] = f"{settings.key_prefix}fs:"
+    init_flask_session(app)
+
+
+def configure_fs_sqlalchemy_sqlite(app: Flask, settings: BenchSettings) -> None:
+    from flask_sqlalchemy import SQLAlchemy
+
+    install_sql_counter(app, "sqlite")
+    app.config["SQLALCHEMY_DATABASE_URI"] = "sqlite:///" + data_path(settings, "fs.sqlite3")
+    app.config["SESSION_TYPE"] = "sqlalchemy"
+    app.config["SESSION_SQLALCHEMY"] = SQLAlchemy(app)
+    init_flask_session(app)
+
+
+def configure_fs_filesystem(app: Flask, settings: BenchSettings) -> None:
+    from cachelib.file import FileSystemCache
+
+    # Flask-Session 0.8's recommended form; same defaults as its SESSION_FILE_* keys.
+    app.config["SESSION_TYPE"] = "cachelib"
+    app.config["SESSION_CACHELIB"] = FileSystemCache(
+        data_path(settings, "fs-files"), threshold=500, mode=0o600
+    )
+    init_flask_session(app)
+
+
+def init_sessionkeeper(app: Flask) -> None:
+    from sessionkeeper.flask import Session
+
+    Session(app)
+
+
+def configure_sk_sqlite(app: Flask, settings: BenchSettings) -> None:
+    install_sql_counter(app, "sqlite")
+    app.config["SESSION_SQLITE_PATH"] = data_path(settings, "sk.sqlite3")
+    init_sessionkeeper(app)  # SESSION_TYPE unset: the embedded default
+
+
+def configure_sk_cookie(app: Flask, settings: BenchSettings) -> None:
+    app.config["SESSION_TYPE"] = "cookie"
+    init_sessionkeeper(app)
+
+
+def configure_sk_redis(app: Flask, settings: BenchSettings) -> None:
+    app.config["SESSION_TYPE"] = "redis"
+    app.config["SESSION_REDIS"] = redis_client(settings)
+    app.config["SESSION_KEY_PREFIX"] = f"{settings.key_prefix}sk:"
+    init_sessionkeeper(app)
+
+
+def configure_sk_memcached(app: Flask, settings: BenchSettings) -> None:
+    # A "host:port" list lets sessionkeeper build its own client with its own socket options.
+    app.config["SESSION_TYPE"] = "memcached"
+    app.config["SESSION_MEMCACHED"] = [f"127.0.0.1:{settings.memcached_port}"]
+    app.config["SESSION_KEY_PREFIX"] = f"{settings.key_prefix}sk:"
+    init_sessionkeeper(app)
+
+
+def configure_sk_filesystem(app: Flask, settings: BenchSettings) -> None:
+    app.config["SESSION_TYPE"] = "filesystem"
+    app.config["SESSION_FILE_DIR"] = data_path(settings, "sk-files")
+    init_sessionkeeper(app)
+
+
+def configure_sk_postgresql(app: Flask, settings: BenchSettings) -> None:
+    install_sql_counter(app, "postgresql")
+    app.config["SESSION_TYPE"] = "sqlalchemy"
+    app.config["SESSION_SQLALCHEMY"] = settings.postgres_url
+    app.config["SESSION_SQLALCHEMY_TABLE"] = POSTGRES_TABLE
+    app.config["SESSION_KEY_PREFIX"] = f"{settings.key_prefix}sk:"
+    init_sessionkeeper(app)
+
+
+Configurer = Callable[[Flask, BenchSettings], None]
+
+CONFIGURERS: dict[str, Configurer] = {
+    "plain": configure_plain,
+    "flask-cookie": configure_flask_cookie,
+    "raw-redis": configure_raw_redis,
+    "raw-memcached": configure_raw_memcached,
+    "raw-postgresql": configure_raw_postgresql,
+    "fs-redis": configure_fs_redis,
+    "fs-memcached": configure_fs_memcached,
+    "fs-sqlalchemy-sqlite": configure_fs_sqlalchemy_sqlite,
+    "fs-filesystem": configure_fs_filesystem,
+    "sk-sqlite": configure_sk_sqlite,
+    "sk-cookie": configure_sk_cookie,
+    "sk-redis": configure_sk_redis,
+    "sk-memcached": configure_sk_memcached,
+    "sk-filesystem": configure_sk_filesystem,
+    "sk-postgresql": configure_sk_postgresql,
+}
+
+
+def install_sql_counter(app: Flask, driver: str) -> None:
+    """Count SQL statements in this process; must run before any DB connection opens."""
+    from workercounters import install_psycopg2_counter, install_sqlite_counter
+
+    counters = app.extensions["bench_counters"]
+    if driver == "sqlite":
+        install_sqlite_counter(counters)
+    else:
+        install_psycopg2_counter(counters)
+
+
+def count_requests(app: Flask, counters: WorkerCounters) -> None:
+    """Count requests as they enter, so store ops can be divided by requests served."""
+    inner = app.wsgi_app
+
+    def counting_wsgi_app(environ: Any, start_response: Any) -> Any:
+        counters.count_request()
+        return inner(environ, start_response)
+
+    app.wsgi_app = counting_wsgi_app  # type: ignore[method-assign]
+
+
+# --- factories ---------------------------------------------------------------------
+
+
+def create_app(variant: str, settings: BenchSettings | None = None) -> Flask:
+    if variant not in CONFIGURERS:
+        raise ValueError(f"unknown variant {variant!r}; known: {', '.join(CONFIGURERS)}")
+    settings = settings or BenchSettings.from_env()
+    app = Flask(__name__)
+    app.config["SECRET_KEY"] = SECRET_KEY
+    register_routes(app)
+    counters = WorkerCounters(settings.counter_dir)
+    app.extensions["bench_counters"] = counters
+    count_requests(app, counters)
+    CONFIGURERS[variant](app, settings)
+    return app
+
+
+def create_app_from_env() -> Flask:
+    """gunicorn entry point: the variant comes from BENCH_VARIANT."""
+    return create_app(os.environ[ENV_VARIANT])
+
+
+if __name__ == "__main__":
+    # Prepare step: build the app once (creates tables/dirs), then exit.
+    create_app(sys.argv[1])

@@ -1,0 +1,148 @@
+"""Names, settings and small helpers shared by the runner, the app and overhead.py.
+
+The benchmark modules import each other as top-level modules: `run.py` and
+`overhead.py` are executed as scripts (so `benchmarks/` is on sys.path) and
+gunicorn gets `benchmarks/` on PYTHONPATH.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO_ROOT = BENCH_DIR.parent
+SRC_DIR = REPO_ROOT / "src"
+
+ROUTES: tuple[str, ...] = ("/ping", "/read", "/write")
+
+# Order here is the order of rows in the report.
+VARIANTS: tuple[str, ...] = (
+    "plain",
+    "flask-cookie",
+    "raw-redis",
+    "raw-memcached",
+    "raw-postgresql",
+    "fs-redis",
+    "fs-memcached",
+    "fs-sqlalchemy-sqlite",
+    "fs-filesystem",
+    "sk-sqlite",
+    "sk-cookie",
+    "sk-redis",
+    "sk-memcached",
+    "sk-filesystem",
+    "sk-postgresql",
+)
+
+# Which server-side counter measures each variant's store traffic.
+STORE_OF_VARIANT: dict[str, str] = {
+    "plain": "none",
+    "flask-cookie": "none",
+    "raw-redis": "redis",
+    "raw-memcached": "memcached",
+    "raw-postgresql": "sql",
+    "fs-redis": "redis",
+    "fs-memcached": "memcached",
+    "fs-sqlalchemy-sqlite": "sql",
+    "fs-filesystem": "none",
+    "sk-sqlite": "sql",
+    "sk-cookie": "none",
+    "sk-redis": "redis",
+    "sk-memcached": "memcached",
+    "sk-filesystem": "none",
+    "sk-postgresql": "sql",
+}
+
+REDIS_HOST = "127.0.0.1"
+REDIS_PORT = 6379
+REDIS_DB = 9  # dedicated DB so our keys never mix with other users' keys
+POSTGRES_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
+# sk-postgresql's own table, so benchmark rows never mix with other users of DB `test`.
+POSTGRES_TABLE = "sessionkeeper_bench"
+# raw-postgresql's table: one row per simulated session, dropped after the run.
+RAW_POSTGRES_TABLE = "sessionkeeper_bench_raw"
+
+# The two keys /login stores and /read returns; /read's body must equal this.
+SESSION_USER = "alice"
+SESSION_THEME = "dark"
+READ_BODY = f"{SESSION_USER} {SESSION_THEME}"
+
+ENV_SETTINGS = "BENCH_SETTINGS"  # JSON-encoded BenchSettings for the app workers
+ENV_VARIANT = "BENCH_VARIANT"
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    """Everything a worker needs to build one variant's app; passed as JSON in env."""
+
+    key_prefix: str
+    data_dir: str
+    counter_dir: str
+    memcached_port: int
+    redis_port: int = REDIS_PORT
+    redis_db: int = REDIS_DB
+    postgres_url: str = POSTGRES_URL
+
+    def to_env(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_env(cls) -> BenchSettings:
+        raw = os.environ.get(ENV_SETTINGS)
+        if not raw:
+            raise RuntimeError(f"{ENV_SETTINGS} is not set (start the app via run.py)")
+        return cls(**json.loads(raw))
+
+
+def is_sessionkeeper_variant(variant: str) -> bool:
+    return variant.startswith("sk-")
+
+
+def subprocess_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment for child Python processes: repo src/ first, then benchmarks/."""
+    env = dict(os.environ)
+    paths = [str(SRC_DIR), str(BENCH_DIR)]
+    if env.get("PYTHONPATH"):
+        paths.append(env["PYTHONPATH"])
+    env["PYTHONPATH"] = os.pathsep.join(paths)
+    env["PYTHONWARNINGS"] = "ignore"  # deprecation noise would bloat the error logs
+    env.pop("GUNICORN_CMD_ARGS", None)  # every variant gets exactly the same server flags
+    if extra:
+        env.update(extra)
+    return env
+
+
+def sessionkeeper_import_error() -> str | None:
+    """None if `sessionkeeper.flask` imports in a fresh interpreter, else the error line.
+
+    A child process is used so a half-written package cannot break the runner.
+    """
+    proc = subprocess.run(
+        [sys.executable, "-c", "import sessionkeeper.flask"],
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    if proc.returncode == 0:
+        return None
+    return last_line(proc.stderr) or f"exit status {proc.returncode}"
+
+
+def last_line(text: str) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
+def free_port() -> int:
+    """A currently unused loopback TCP port (the tiny reuse race is acceptable here)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

@@ -1,0 +1,140 @@
+"""Load-independent cost of one request: a WSGI loop for call profiles and instruction counts.
+
+Wall-clock numbers on a shared 2-core machine move with other processes' load;
+the number of instructions a request executes does not. This runs N direct WSGI
+calls of one route for one variant (the same app as the HTTP benchmark, with a
+logged-in session cookie), so that
+
+    python benchmarks/inprocess.py sk-redis /read --profile       # cProfile, top functions
+    python benchmarks/inprocess.py sk-redis /read --instructions  # valgrind instruction count
+    python benchmarks/inprocess.py sk-redis /read --instructions --src /tmp/old/src  # before
+
+show where a request's time goes. ``--instructions`` runs the loop twice under
+``valgrind --tool=callgrind`` (N and 2N calls) and reports the difference divided by N,
+so start-up and imports cancel out. The store's own server work (Redis, memcached) is in
+another process and is not counted; SQLite, being embedded, is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import gc
+import os
+import pstats
+import re
+import secrets
+import subprocess
+import sys
+import tempfile
+from typing import Any
+
+from common import BENCH_DIR, REDIS_PORT, SRC_DIR, BenchSettings, subprocess_env
+
+#: routes whose first response must be 200 with a live session
+ROUTES = ("/ping", "/read", "/write")
+ENV_MEMCACHED_PORT = "BENCH_INPROCESS_MEMCACHED_PORT"
+
+
+def build_call(variant: str, route: str, settings: BenchSettings) -> Any:
+    from app import create_app
+    from overhead import WsgiGet, login_cookie
+
+    app = create_app(variant, settings)
+    cookie = "" if variant == "plain" else login_cookie(app)
+    call = WsgiGet(app, route, cookie)
+    call()
+    if not call.last_status.startswith("200"):
+        raise RuntimeError(f"{variant} {route} answered {call.last_status}")
+    return call
+
+
+def run_loop(variant: str, route: str, calls: int, profile: bool, memcached_port: int,
+             redis_port: int) -> None:
+    with tempfile.TemporaryDirectory(prefix="sk-inprocess-") as tmp:
+        settings = BenchSettings(
+            key_prefix=f"bench-inprocess-{secrets.token_hex(4)}:",
+            data_dir=tmp, counter_dir=tmp, memcached_port=memcached_port,
+            redis_port=redis_port,
+        )
+        call = build_call(variant, route, settings)
+        for _ in range(50):  # warm pools, caches and lazily built objects
+            call()
+        # Start-up objects go to the permanent generation (as in a pre-fork server that
+        # preloads the app): otherwise one full collection of everything a variant
+        # imported, landing in one of the two callgrind runs, swamps the difference.
+        gc.collect()
+        gc.freeze()
+        try:
+            if profile:
+                profiler = cProfile.Profile()
+                profiler.enable()
+                for _ in range(calls):
+                    call()
+                profiler.disable()
+                stats = pstats.Stats(profiler)
+                stats.sort_stats("tottime").print_stats(25)
+                stats.sort_stats("cumulative").print_stats(40)
+            else:
+                for _ in range(calls):
+                    call()
+        finally:
+            if "redis" in variant:
+                from app import redis_client
+                from stores import delete_redis_prefix
+
+                delete_redis_prefix(redis_client(settings), settings.key_prefix)
+
+
+def instructions(variant: str, route: str, calls: int, memcached_port: int,
+                 redis_port: int, src: str) -> float:
+    """Instructions per request: callgrind totals of 2N and N calls, differenced."""
+    totals = []
+    for n in (calls, 2 * calls):
+        proc = subprocess.run(
+            ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
+             sys.executable, str(BENCH_DIR / "inprocess.py"), variant, route,
+             "--calls", str(n), "--memcached-port", str(memcached_port),
+             "--redis-port", str(redis_port), "--src", src],
+            env=subprocess_env({"PYTHONHASHSEED": "0"}), capture_output=True, text=True,
+            check=False,
+        )
+        found = re.search(r"Collected : (\d+)", proc.stderr)
+        if proc.returncode != 0 or not found:
+            raise RuntimeError(f"callgrind failed: {proc.stderr[-2000:]}")
+        totals.append(int(found.group(1)))
+    return (totals[1] - totals[0]) / calls
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("variant")
+    parser.add_argument("route", choices=ROUTES)
+    parser.add_argument("--calls", type=int, default=2000)
+    parser.add_argument("--profile", action="store_true", help="print a cProfile summary")
+    parser.add_argument("--instructions", action="store_true",
+                        help="instructions per request under callgrind (uses --calls, "
+                             "default 2000: keep it >= 200)")
+    parser.add_argument("--memcached-port", type=int,
+                        default=int(os.environ.get(ENV_MEMCACHED_PORT, "0")),
+                        help="a running memcached for sk-/fs-memcached")
+    parser.add_argument("--redis-port", type=int, default=REDIS_PORT,
+                        help="Redis on 127.0.0.1 for the redis variants (DB 9)")
+    parser.add_argument("--src", default=str(SRC_DIR),
+                        help="the sessionkeeper source tree to measure (default: this "
+                             "checkout's src/); e.g. an older commit's, extracted with "
+                             "`git archive <commit> src | tar -x -C DIR`, for before/after")
+    args = parser.parse_args(argv)
+    sys.path.insert(0, args.src)
+    if args.instructions:
+        per_call = instructions(args.variant, args.route, args.calls, args.memcached_port,
+                                args.redis_port, args.src)
+        print(f"{args.variant} {args.route}: {per_call:,.0f} instructions per request")
+        return 0
+    run_loop(args.variant, args.route, args.calls, args.profile, args.memcached_port,
+             args.redis_port)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

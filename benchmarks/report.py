@@ -1,0 +1,340 @@
+"""Medians, ratios, the Markdown report and the PNG chart."""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from common import ROUTES, STORE_OF_VARIANT, VARIANTS
+
+STORE_LABELS = {
+    "redis": "Redis commands (INFO commandstats)",
+    "memcached": "memcached commands (stats)",
+    "sql": "SQL statements (driver-side counter)",
+}
+NO_STORE_NOTE = {
+    "plain": "no session",
+    "flask-cookie": "cookie only",
+    "sk-cookie": "cookie only",
+    "fs-filesystem": "files (not counted)",
+    "sk-filesystem": "files (not counted)",
+}
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One wrk run: a variant's route in one repetition, with store counter deltas."""
+
+    variant: str
+    route: str
+    rep: int
+    requests: int
+    seconds: float
+    requests_per_s: float
+    non_2xx: int
+    socket_errors: int
+    ops: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RouteSummary:
+    variant: str
+    route: str
+    reps: int
+    median_rps: float
+    ratio_to_plain_ping: float | None
+    ops_per_request: dict[str, float]  # this variant's own store only, median over reps
+    total_ops_per_request: float | None
+    bad_responses: int
+
+
+def requests_served(measurement: Measurement) -> int:
+    """Requests the app counted during the wrk run, falling back to wrk's count.
+
+    The two differ only by the requests in flight when wrk stops (at most one
+    per connection); the app's count matches the store ops those requests did.
+    """
+    return measurement.ops.get("app:requests", 0) or measurement.requests
+
+
+def store_ops_per_request(measurement: Measurement) -> dict[str, float]:
+    """The variant's own store counters divided by the requests served."""
+    store = STORE_OF_VARIANT[measurement.variant]
+    served = requests_served(measurement)
+    if store == "none" or served == 0:
+        return {}
+    prefix = f"{store}:"
+    return {
+        key.removeprefix(prefix): value / served
+        for key, value in measurement.ops.items()
+        if key.startswith(prefix)
+    }
+
+
+def ratio_to_plain(group: list[Measurement], plain_by_rep: dict[int, float]) -> float | None:
+    """Median over repetitions of req/s ÷ plain /ping req/s of the same repetition.
+
+    Pairing within a repetition cancels slow drift in machine load between reps.
+    """
+    ratios = [m.requests_per_s / plain_by_rep[m.rep] for m in group if plain_by_rep.get(m.rep)]
+    return statistics.median(ratios) if ratios else None
+
+
+def summarize_route(group: list[Measurement], plain_by_rep: dict[int, float]) -> RouteSummary:
+    first = group[0]
+    per_rep = [store_ops_per_request(m) for m in group]
+    counters = sorted({key for ops in per_rep for key in ops})
+    ops = {key: statistics.median(ops.get(key, 0.0) for ops in per_rep) for key in counters}
+    has_store = STORE_OF_VARIANT[first.variant] != "none"
+    total = statistics.median(sum(ops.values()) for ops in per_rep) if has_store else None
+    return RouteSummary(
+        variant=first.variant,
+        route=first.route,
+        reps=len(group),
+        median_rps=statistics.median(m.requests_per_s for m in group),
+        ratio_to_plain_ping=ratio_to_plain(group, plain_by_rep),
+        ops_per_request=ops,
+        total_ops_per_request=total,
+        bad_responses=sum(m.non_2xx + m.socket_errors for m in group),
+    )
+
+
+def summarize(measurements: list[Measurement]) -> list[RouteSummary]:
+    groups: dict[tuple[str, str], list[Measurement]] = {}
+    for m in measurements:
+        groups.setdefault((m.variant, m.route), []).append(m)
+    plain_by_rep = {m.rep: m.requests_per_s for m in groups.get(("plain", "/ping"), [])}
+    ordered = sorted(groups, key=lambda key: (VARIANTS.index(key[0]), ROUTES.index(key[1])))
+    return [summarize_route(groups[key], plain_by_rep) for key in ordered]
+
+
+def background_redis_ops_per_s(measurements: list[Measurement]) -> float | None:
+    """Redis commands seen while a non-Redis variant ran: other clients' noise."""
+    windows = [m for m in measurements if STORE_OF_VARIANT[m.variant] != "redis"]
+    seconds = sum(m.seconds for m in windows)
+    if not seconds:
+        return None
+    calls = sum(v for m in windows for k, v in m.ops.items() if k.startswith("redis:"))
+    return calls / seconds
+
+
+# --- Markdown ----------------------------------------------------------------------
+
+
+BREAKDOWN_MIN = 0.05  # smaller per-command rates are lumped together (often other clients)
+
+
+def format_ops(summary: RouteSummary) -> tuple[str, str]:
+    """(total, breakdown) cells for the store-ops columns."""
+    if summary.total_ops_per_request is None:
+        return "—", NO_STORE_NOTE.get(summary.variant, "")
+    parts = sorted(summary.ops_per_request.items(), key=lambda item: -item[1])
+    shown = [f"{name} {value:.2f}" for name, value in parts if value >= BREAKDOWN_MIN]
+    rest = sum(value for _, value in parts if value < BREAKDOWN_MIN)
+    if rest >= 0.005:
+        shown.append(f"others {rest:.2f}")
+    return f"{summary.total_ops_per_request:.2f}", ", ".join(shown) or "none"
+
+
+def results_table(summaries: list[RouteSummary]) -> list[str]:
+    lines = [
+        "| Variant | Route | Median req/s | x plain /ping | Store ops/request | Breakdown |",
+        "|---|---|---:|---:|---:|---|",
+    ]
+    for s in summaries:
+        ratio = f"{s.ratio_to_plain_ping:.2f}" if s.ratio_to_plain_ping is not None else "—"
+        total, breakdown = format_ops(s)
+        flag = f" ⚠ {s.bad_responses} bad responses" if s.bad_responses else ""
+        lines.append(
+            f"| {s.variant} | `{s.route}` | {s.median_rps:,.0f} | {ratio} | {total} "
+            f"| {breakdown}{flag} |"
+        )
+    return lines
+
+
+def overhead_section(overhead: dict[str, Any] | None) -> list[str]:
+    if not overhead:
+        return []
+    if "error" in overhead:
+        return ["## Session-layer overhead (in-process)", "", f"Not run: {overhead['error']}", ""]
+    lines = [
+        "## Session-layer overhead (in-process, `benchmarks/overhead.py`)",
+        "",
+        "Direct WSGI calls of `/read` (no HTTP, no gunicorn): "
+        f"{overhead['rounds']} interleaved rounds x {overhead['calls']} calls; each time "
+        "is the best round, as with `timeit` (other processes only add time). "
+        "Session overhead = `/read` time minus the same app's `/read` with no session "
+        "layer (`plain`), expressed as a multiple of one raw redis-py `GET` on the "
+        "same client connection (the floor: a server-side session cannot load with less).",
+        "",
+        f"- raw redis-py GET: **{overhead['raw_get_us']:.1f} µs**",
+        f"- plain `/read` (framework only): {overhead['plain_read_us']:.1f} µs",
+        "",
+        "| Variant | `/read` µs | Session overhead µs | Overhead x raw GET |",
+        "|---|---:|---:|---:|",
+    ]
+    for variant, row in overhead["variants"].items():
+        if "unavailable" in row:
+            lines.append(f"| {variant} | unavailable: {row['unavailable']} | | |")
+            continue
+        lines.append(
+            f"| {variant} | {row['read_us']:.1f} | {row['overhead_us']:.1f} "
+            f"| {row['overhead_x_get']:.2f} |"
+        )
+    return [*lines, ""]
+
+
+def render_markdown(
+    summaries: list[RouteSummary],
+    statuses: dict[str, str],
+    meta: dict[str, Any],
+    overhead: dict[str, Any] | None,
+    background_redis: float | None,
+) -> str:
+    lines = [
+        "# Session benchmarks: sessionkeeper vs Flask-Session vs Flask",
+        "",
+        "Generated by `benchmarks/run.py` — do not edit by hand.",
+        "",
+        f"**Command:** `{meta['command']}`",
+        "",
+    ]
+    if meta.get("busy"):
+        lines += [
+            f"> **Busy machine:** load average {meta['load_start']} at start and "
+            f"{meta['load_end']} at end on {meta['machine']['nproc']} cores; other "
+            "processes competed for CPU, so compare ratios within this run only.",
+            "",
+        ]
+    if meta.get("quick"):
+        lines += [
+            "> **Quick smoke run** (1 repetition, short durations): numbers are "
+            "noisy; use the default run for published figures.",
+            "",
+        ]
+    lines += ["![Throughput relative to plain Flask /ping](benchmarks.png)", ""]
+    lines += ["## Results", "", *results_table(summaries), ""]
+    lines += variant_status_lines(statuses)
+    lines += method_lines(meta, background_redis)
+    lines += overhead_section(overhead)
+    lines += machine_lines(meta)
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def variant_status_lines(statuses: dict[str, str]) -> list[str]:
+    missing = {v: s for v, s in statuses.items() if s != "ok"}
+    if not missing:
+        return []
+    lines = ["Variants not measured:", ""]
+    lines += [f"- `{variant}`: {status}" for variant, status in missing.items()]
+    return [*lines, ""]
+
+
+METHOD_NOTES = """
+- Same Flask app (`benchmarks/app.py`) for every variant, served by gunicorn
+  ({workers} sync workers) on 127.0.0.1 and loaded by
+  `wrk -t{threads} -c{connections} -d{duration_s}s` from a separate process.
+  gunicorn's sync worker closes the connection after each response, so wrk
+  reconnects per request for every variant alike.
+- Routes: `/ping` never touches the session, `/read` reads two keys, `/write`
+  increments a counter. Each server start does `/login` once per simulated client
+  ({sessions} sessions) and checks that `/read` returns the two keys with each
+  cookie. wrk (`benchmarks/sessions.lua`) rotates the `Cookie` header over those
+  sessions, each wrk thread over its own share, so every measured request carries a
+  valid session cookie and concurrent requests mostly belong to different sessions,
+  as with real users (`plain` has no session and is measured on `/ping` only).
+- {reps} repetition(s), variant order shuffled per repetition (seed {seed}),
+  {warmup_s} s warm-up per server start. Req/s are medians over repetitions; the
+  ratio is the median over repetitions of req/s ÷ `plain` `/ping` req/s of the same
+  repetition.
+- `raw-*` rows are ceilings: the same app with no session layer, doing only the
+  store round trips a session cannot avoid (`/read`: one Redis `GET`, one memcached
+  `get` on a `no_delay` client, or one primary-key `SELECT` on an autocommit psycopg2
+  connection per worker; `/write`: that read plus one `SET`/`set`/`UPDATE`). A
+  ceiling's ratio is the most any variant on that store can reach on this machine.
+- Flask-Session 0.8 and sessionkeeper run with default options (Flask-Session:
+  permanent sessions, stored again on every request). Flask-Session's memcached
+  client is pymemcache with its defaults (no TCP_NODELAY, `noreply` sets), as
+  shipped; sessionkeeper gets a `host:port` list and builds its own client. With
+  those pymemcache defaults the server never answers a set, so the next request's
+  small GET waits behind Nagle's algorithm for the delayed ACK (~40 ms on Linux):
+  that, not memcached, is what limits `fs-memcached`.
+- Store ops/request = server-side counter delta over one wrk run divided by the
+  requests the app served in that window (counted in the app; this differs from
+  wrk's count only by the requests in flight when wrk stops, at most one per
+  connection, which matters only for the slowest variants).
+  Redis: `INFO commandstats` of the {redis} (server-wide; the runner's own INFO
+  excluded; keys live under a random per-run prefix and are deleted afterwards);
+  it counts commands, so pipelined commands count one each, and so do the commands a
+  Lua script runs inside the server: sessionkeeper's `/write` is two round trips
+  (`HGETALL`, then one `EVALSHA` whose script runs `EXISTS`, `HSET`, `PEXPIREAT`).
+  memcached: a private `memcached` started for the run; `stats` deltas of cmd_get,
+  cmd_set, cmd_touch, delete_hits+delete_misses and cas_* (memcached's cmd_set also
+  counts cas commands; those are subtracted, so a cas is reported once, as cas).
+  SQL: each worker counts the statements its driver actually executes (SQLite: the
+  sqlite3 trace callback, including the BEGIN/COMMIT the sqlite3 module issues;
+  PostgreSQL: a psycopg2 connection/cursor subclass counting executes plus the
+  implicit BEGIN and real COMMIT/ROLLBACK round trips) into a memory-mapped file
+  the runner sums. `pg_stat_statements` is not loaded on this server and
+  `pg_stat_database` is flushed lazily, so neither can be cut per wrk run.
+  Filesystem variants do no network I/O and are not counted.
+"""
+
+
+def method_lines(meta: dict[str, Any], background_redis: float | None) -> list[str]:
+    lines = ["## Method", "", *METHOD_NOTES.format(**meta).strip().splitlines()]
+    if background_redis is not None:
+        lines.append(
+            "- Background Redis traffic from other clients, measured while non-Redis "
+            f"variants ran: {background_redis:.1f} commands/s. Divided by a Redis "
+            "variant's req/s, that bounds how much of its ops/request may be other "
+            "clients' traffic (0 means the Redis columns are clean; `--redis private` "
+            "isolates them)."
+        )
+    return [*lines, ""]
+
+
+def machine_lines(meta: dict[str, Any]) -> list[str]:
+    lines = ["## Machine", ""]
+    lines += [f"- {key}: {value}" for key, value in meta["machine"].items()]
+    lines.append(f"- run started: {meta['started']}, wall time {meta['wall_s']:.0f} s")
+    lines.append(
+        f"- load average (1/5/15 min): {meta['load_start']} at start, {meta['load_end']} at end"
+    )
+    return [*lines, ""]
+
+
+# --- chart -------------------------------------------------------------------------
+
+
+def render_chart(summaries: list[RouteSummary], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    variants = [v for v in VARIANTS if any(s.variant == v for s in summaries)]
+    by_key = {(s.variant, s.route): s for s in summaries}
+    width = 0.27
+    fig, ax = plt.subplots(figsize=(max(8.0, 1.1 * len(variants) + 2), 5.0))
+    for offset, route in enumerate(ROUTES):
+        xs, heights = [], []
+        for index, variant in enumerate(variants):
+            summary = by_key.get((variant, route))
+            if summary is not None and summary.ratio_to_plain_ping is not None:
+                xs.append(index + (offset - 1) * width)
+                heights.append(summary.ratio_to_plain_ping)
+        bars = ax.bar(xs, heights, width, label=route)
+        ax.bar_label(bars, fmt="%.2f", fontsize=6, padding=1)
+    ax.axhline(1.0, color="grey", linestyle="--", linewidth=0.8)
+    ax.set_xticks(range(len(variants)), variants, rotation=30, ha="right")
+    tallest = max((s.ratio_to_plain_ping or 0.0 for s in summaries), default=1.0)
+    ax.set_ylim(0, max(1.0, tallest) * 1.2)  # head room for the legend row
+    ax.set_ylabel("req/s ÷ plain /ping (higher is better)")
+    ax.set_title("Throughput relative to plain Flask /ping (median, same run)")
+    ax.legend(title="route", loc="upper right", ncols=len(ROUTES))
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,167 @@
+"""Per-worker counters (requests served, SQL statements sent), readable by the runner.
+
+Each gunicorn worker counts the requests it serves and, for SQL variants, the
+statements its database driver actually sends (SQLite: the sqlite3 trace
+callback, which also reports the BEGIN/COMMIT the sqlite3 module issues
+itself; PostgreSQL: a psycopg2 connection/cursor subclass counting every
+execute plus the implicit BEGIN and real COMMIT/ROLLBACK round trips).
+Counts live in a small per-worker file mapped into memory, so counting costs
+one integer increment and the runner can sum the files at any time without
+talking to the workers.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+SQL_KINDS: tuple[str, ...] = (
+    "select",
+    "insert",
+    "update",
+    "delete",
+    "begin",
+    "commit",
+    "rollback",
+    "other",
+)
+# Slot names double as the runner's counter keys ("<store>:<counter>").
+SLOTS: tuple[str, ...] = ("app:requests", *(f"sql:{kind}" for kind in SQL_KINDS))
+_INDEX = {name: i for i, name in enumerate(SLOTS)}
+_SLOT_BYTES = 8
+_FILE_GLOB = "counters-*.bin"
+
+
+def classify(statement: Any) -> str:
+    """'sql:<leading keyword>' if it is one we track, else 'sql:other'."""
+    if isinstance(statement, bytes):
+        statement = statement.decode("utf-8", "replace")
+    if not isinstance(statement, str):  # e.g. psycopg2.sql.Composed
+        return "sql:other"
+    words = statement.split(None, 1)
+    keyword = words[0].lower() if words else ""
+    if keyword in ("end", "release"):  # SQLite's synonyms for finishing a transaction
+        keyword = "commit"
+    name = f"sql:{keyword}"
+    return name if name in _INDEX else "sql:other"
+
+
+class WorkerCounters:
+    """This process's counters, backed by `<counter_dir>/counters-<pid>.bin`."""
+
+    def __init__(self, counter_dir: str) -> None:
+        path = Path(counter_dir) / f"counters-{os.getpid()}.bin"
+        size = _SLOT_BYTES * len(SLOTS)
+        with open(path, "w+b") as handle:
+            handle.truncate(size)
+            self._map = mmap.mmap(handle.fileno(), size)
+        self._slots = memoryview(self._map).cast("Q")
+
+    def count_request(self) -> None:
+        self._slots[0] += 1
+
+    def count_statement(self, statement: Any) -> None:
+        self._slots[_INDEX[classify(statement)]] += 1
+
+
+def read_counter_dir(counter_dir: str) -> dict[str, int]:
+    """Sum of all workers' counters in `counter_dir`, keyed like SLOTS."""
+    totals = dict.fromkeys(SLOTS, 0)
+    for path in sorted(Path(counter_dir).glob(_FILE_GLOB)):
+        data = path.read_bytes()
+        if len(data) != _SLOT_BYTES * len(SLOTS):
+            continue  # a worker that is still creating its file
+        for name, value in zip(SLOTS, memoryview(data).cast("Q"), strict=True):
+            totals[name] += int(value)
+    return totals
+
+
+def install_sqlite_counter(counter: WorkerCounters) -> None:
+    """Trace every statement of every sqlite3 connection opened from now on.
+
+    Both `sqlite3.connect` and `sqlite3.dbapi2.connect` are wrapped because
+    SQLAlchemy's pysqlite dialect calls the latter.
+    """
+    import sqlite3
+    import sqlite3.dbapi2
+
+    original: Callable[..., sqlite3.Connection] = sqlite3.dbapi2.connect
+
+    def counting_connect(*args: Any, **kwargs: Any) -> sqlite3.Connection:
+        connection = original(*args, **kwargs)
+        connection.set_trace_callback(counter.count_statement)
+        return connection
+
+    sqlite3.connect = counting_connect  # type: ignore[assignment]
+    sqlite3.dbapi2.connect = counting_connect  # type: ignore[assignment]
+
+
+def install_psycopg2_counter(counter: WorkerCounters) -> None:
+    """Count every round trip psycopg2 makes on connections opened from now on."""
+    import psycopg2
+    import psycopg2.extensions as ext
+
+    def count_implicit_begin(connection: ext.connection) -> None:
+        # psycopg2 sends a separate BEGIN before the first statement of a transaction.
+        idle = connection.info.transaction_status == ext.TRANSACTION_STATUS_IDLE
+        if idle and not connection.autocommit:
+            counter.count_statement("BEGIN")
+
+    class CountingCursorMixin:
+        connection: ext.connection
+
+        def execute(self, query: Any, vars: Any = None) -> Any:  # `vars`: the DB-API parameter name
+            count_implicit_begin(self.connection)
+            counter.count_statement(query)
+            return super().execute(query, vars)  # type: ignore[misc]
+
+        def executemany(self, query: Any, vars_list: Iterable[Any]) -> Any:
+            params = list(vars_list)
+            count_implicit_begin(self.connection)
+            for _ in params:  # one statement per parameter set
+                counter.count_statement(query)
+            return super().executemany(query, params)  # type: ignore[misc]
+
+    counting_classes: dict[type, type] = {}
+
+    def counting_cursor_class(base: type) -> type:
+        # Keep any cursor class the caller asked for (e.g. a dict cursor), just counted.
+        if base not in counting_classes:
+            counting_classes[base] = type(
+                f"Counting{base.__name__}", (CountingCursorMixin, base), {}
+            )
+        return counting_classes[base]
+
+    class CountingConnection(ext.connection):
+        def cursor(self, *args: Any, **kwargs: Any) -> Any:
+            requested = kwargs.get("cursor_factory") or self.cursor_factory or ext.cursor
+            kwargs["cursor_factory"] = counting_cursor_class(requested)
+            return super().cursor(*args, **kwargs)
+
+        def commit(self) -> None:
+            # psycopg2 only talks to the server if a transaction is open.
+            if self.info.transaction_status != ext.TRANSACTION_STATUS_IDLE:
+                counter.count_statement("COMMIT")
+            super().commit()
+
+        def rollback(self) -> None:
+            if self.info.transaction_status != ext.TRANSACTION_STATUS_IDLE:
+                counter.count_statement("ROLLBACK")
+            super().rollback()
+
+        def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> Any:
+            # `with connection:` commits/rolls back in C, bypassing the methods above.
+            if self.info.transaction_status != ext.TRANSACTION_STATUS_IDLE:
+                counter.count_statement("ROLLBACK" if exc_type else "COMMIT")
+            return super().__exit__(exc_type, exc, tb)
+
+    original = psycopg2.connect
+
+    def counting_connect(*args: Any, **kwargs: Any) -> Any:
+        kwargs.setdefault("connection_factory", CountingConnection)
+        return original(*args, **kwargs)
+
+    psycopg2.connect = counting_connect

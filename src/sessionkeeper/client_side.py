@@ -1,0 +1,241 @@
+"""Client-side sessions: the data itself lives in a signed (optionally encrypted) cookie.
+
+The signed format is exactly Flask's own session cookie (itsdangerous
+``URLSafeTimedSerializer``, salt ``cookie-session``, HMAC-SHA1, tagged JSON), so an app
+moving from Flask's default session keeps its users logged in, and back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import secrets
+import time
+from collections.abc import Callable
+from typing import Any
+
+from itsdangerous import TimestampSigner, URLSafeTimedSerializer
+
+from . import signals
+from .backend import DELETE_COOKIE, CookieUpdate, TokenSource, logger, resolve_token
+from .cookie_meta import META_KEY, CookieMeta
+from .encryption import PREFIX as ENCRYPTED_PREFIX
+from .encryption import CookieCipher
+from .errors import SessionTooLarge
+from .model import LoadedState, Session
+from .policy import ExpiryPolicy
+from .revocation import RevocationList
+from .serialization import FlaskCookieSerializer, ValueCodec
+from .signing import KeyRing, TimedCookieReader
+
+BROWSER_COOKIE_LIMIT = 4093  # bytes of "name=value" browsers keep (RFC 6265 says >= 4096)
+PERMANENT_KEY = "_permanent"  # where Flask keeps the permanent flag inside the cookie
+
+
+class _TextSerializer:
+    """Adapts the tagged-JSON serializer to itsdangerous, which wants text."""
+
+    def __init__(self) -> None:
+        self._inner = FlaskCookieSerializer()
+
+    def dumps(self, value: Any) -> str:
+        return self._inner.dumps(value).decode("utf-8")
+
+    def loads(self, data: str | bytes) -> Any:
+        return self._inner.loads(data)
+
+
+class _ClockedSigner(TimestampSigner):
+    """Stamps and checks ages with the backend's clock, so signed and encrypted cookies
+    agree on the time (itsdangerous alone would always read ``time.time``)."""
+
+    def __init__(self, *args: Any, clock: Callable[[], float], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._clock = clock
+
+    def get_timestamp(self) -> int:
+        return int(self._clock())
+
+
+class CookieSessions:
+    """Opens and saves sessions kept entirely in the cookie."""
+
+    def __init__(
+        self,
+        ring: KeyRing,
+        *,
+        policy: ExpiryPolicy,
+        cookie_name: str = "session",
+        permanent: bool = True,
+        encrypt: bool = False,
+        max_size: int = BROWSER_COOKIE_LIMIT,
+        session_class: type[Session] = Session,
+        clock: Callable[[], float] = time.time,
+        revocations: RevocationList | None = None,
+    ) -> None:
+        self.policy = policy
+        self.cookie_name = cookie_name
+        #: per-user revocations of bound sessions (read only for cookies with a user)
+        self.revocations = revocations
+        if revocations is not None:
+            revocations.clock = lambda: self.clock()  # one notion of time for both
+        self.permanent = permanent
+        self.max_size = max_size
+        self.session_class = session_class
+        self.clock = clock
+        self.codec = ValueCodec("json")  # only for change detection of nested values
+        self._payload = _TextSerializer()
+        self._signed = URLSafeTimedSerializer(
+            ring.oldest_first, salt="cookie-session", serializer=self._payload,
+            signer=_ClockedSigner,
+            signer_kwargs={"key_derivation": "hmac", "digest_method": hashlib.sha1,
+                           "clock": lambda: self.clock()},
+        )
+        # Reads skip itsdangerous' per-request signer objects and key derivation.
+        self._reader = TimedCookieReader(ring, salt="cookie-session")
+        self._cipher = CookieCipher(ring) if encrypt else None
+
+    def open(self, token: TokenSource) -> Session:
+        """A lazy session; ``token`` may be a callable, so even reading the cookie waits
+        until the app touches the session."""
+        return self.session_class(lambda: self.load(resolve_token(token)), self.codec)
+
+    def load(self, token: str | None) -> LoadedState:
+        now = self.clock()
+        found = self._read(token) if token else None
+        if found is not None:
+            data, issued_at = found
+            permanent = bool(data.pop(PERMANENT_KEY, False))
+            state = self._state_of(data, issued_at, permanent, now)
+            if state is not None:
+                return state
+        return LoadedState(
+            sid=None, new=True, permanent=self.permanent, created_at=now, accessed_at=now,
+            expires_at=now + self.policy.window, had_cookie=bool(token),
+        )
+
+    def _state_of(self, data: dict[str, Any], issued_at: float, permanent: bool,
+                  now: float) -> LoadedState | None:
+        """The state of a verified cookie, or None when timed out or revoked."""
+        try:
+            meta = CookieMeta.take_from(data)
+        except ValueError as exc:
+            return self._reject(str(exc))
+        created_at = meta.created_at if meta.created_at is not None else issued_at
+        if self.policy.is_expired(created_at, issued_at + self.policy.window, now):
+            return self._expire("absolute timeout", meta.user_id)
+        if meta.user_id is not None and self.revocations is not None and (
+                self.revocations.is_revoked(meta.user_id, meta.bound_at, meta.handle, now)):
+            logger.info("session cookie rejected (revoked); starting a fresh session")
+            signals.session_rejected.send(self, reason="revoked", user_id=meta.user_id)
+            return None
+        return LoadedState(
+            sid=None, new=False, permanent=permanent, created_at=created_at,
+            accessed_at=issued_at, expires_at=self.policy.expires_at(created_at, issued_at),
+            user_id=meta.user_id, bound_at=meta.bound_at, handle=meta.handle,
+            values=data, had_cookie=True,
+        )
+
+    def _read(self, token: str) -> tuple[dict[str, Any], float] | None:
+        max_age = self.policy.window
+        try:
+            if token.startswith(ENCRYPTED_PREFIX) and self._cipher is not None:
+                opened = self._cipher.decrypt(token)
+                if opened is None:
+                    return self._reject("cannot be decrypted")
+                payload, issued_at = opened
+                if self.clock() - issued_at > max_age:
+                    return self._expire("idle or lifetime timeout", None)
+                data = self._payload.loads(payload)
+            else:
+                verified = self._reader.unsign(token)
+                if verified is None:
+                    return self._reject("BadTimeSignature")
+                signed_payload, issued_at = verified
+                age = int(self.clock()) - issued_at
+                if age > max_age or age < 0:  # the checks itsdangerous makes
+                    return self._expire("idle or lifetime timeout", None)
+                data = self._payload.loads(TimedCookieReader.payload_bytes(signed_payload))
+        except (ValueError, TypeError, KeyError, UnicodeError) as exc:
+            return self._reject(f"undecodable payload ({type(exc).__name__})")
+        if not isinstance(data, dict):
+            return self._reject("payload is not a mapping")
+        return data, float(issued_at)
+
+    def _reject(self, why: str) -> None:
+        logger.info("session cookie rejected (%s); starting a fresh session", why)
+        signals.session_rejected.send(self, reason=why)
+        return None
+
+    def _expire(self, why: str, user_id: str | None) -> None:
+        logger.info("session cookie timed out (%s); starting a fresh session", why)
+        signals.session_expired.send(self, log_id="-", user_id=user_id, reason=why)
+        return None
+
+    def save(self, session: Session) -> CookieUpdate | None:
+        if not session.loaded:
+            return None
+        state = session.state
+        now = self.clock()
+        if session.destroyed and not state.new:
+            signals.session_destroyed.send(self, log_id="-", user_id=session.loaded_user_id)
+        if session.user_changed or session.regenerate_requested:
+            self._rebind(session, state, now)
+        if session.empty:
+            return DELETE_COOKIE if state.had_cookie else None
+        if session.destroyed:
+            state.new, state.created_at = True, now  # written to after logout: a new session
+        changed = (session.destroyed or session.meta_changed or bool(session.changes())
+                   or session.regenerate_requested)
+        # A read refreshes the cookie's signed time now and then, permanent or not: the
+        # idle timeout counts from it, so an active user must not be timed out.
+        if not changed and not self.policy.should_refresh(state.created_at,
+                                                          state.accessed_at, now):
+            return None
+        payload = session.plain_values()
+        if state.permanent:
+            payload[PERMANENT_KEY] = True
+        meta = CookieMeta(
+            user_id=state.user_id, bound_at=state.bound_at, handle=state.handle,
+            # For the absolute timeout and the user's list of sessions only: anonymous
+            # cookies without an absolute timeout stay exactly Flask's.
+            created_at=(state.created_at if self.policy.absolute_timeout is not None
+                        or state.user_id is not None else None),
+        ).as_payload()
+        if meta is not None:
+            payload[META_KEY] = meta
+        value = self.dumps(payload, int(now))
+        size = len(self.cookie_name) + 1 + len(value)
+        if size > self.max_size:
+            logger.error("session cookie of %d bytes not sent: over the %d-byte limit",
+                         size, self.max_size)
+            raise SessionTooLarge(size, self.max_size)
+        if state.new:
+            signals.session_created.send(self, log_id="-", user_id=state.user_id)
+        session.mark_saved()
+        state.new = False
+        max_age = self.policy.cookie_max_age(self.policy.expires_at(state.created_at, now), now)
+        return CookieUpdate(value, max_age if state.permanent else None)
+
+    def _rebind(self, session: Session, state: LoadedState, now: float) -> None:
+        """A login, logout or regeneration: the cookie of the old binding stops working
+        (the server cannot delete it, so it is revoked) and a new one gets a new handle."""
+        old_user = session.loaded_user_id
+        if old_user is not None and state.handle is not None and self.revocations is not None:
+            self.revocations.revoke_handle(old_user, state.handle)
+        if state.user_id is None:
+            state.bound_at, state.handle = None, None
+        else:
+            state.bound_at, state.handle = now, secrets.token_urlsafe(16)
+
+    def restamp(self, session: Session, after: float) -> None:
+        """Bind the session anew just after ``after`` (a "not before" revocation it must
+        survive) and make sure the request re-issues its cookie."""
+        state = session.state
+        state.bound_at = max(self.clock(), math.nextafter(after, math.inf))
+        session.modified = True
+
+    def dumps(self, payload: dict[str, Any], issued_at: int) -> str:
+        if self._cipher is not None:
+            return self._cipher.encrypt(self._payload.dumps(payload).encode(), issued_at)
+        return self._signed.dumps(payload)

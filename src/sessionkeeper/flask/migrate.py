@@ -1,0 +1,305 @@
+"""Moving from Flask-Session without logging anyone out.
+
+``flask sessions migrate`` copies the sessions Flask-Session kept in Redis, SQLAlchemy or
+MongoDB into the store the app is now configured with, under the same session ids, so
+the cookies browsers already hold keep working. Flask-Session's filesystem backend
+names its files by a hash of the session id, so those cannot be matched ahead of time:
+:func:`migrate_files_on_first_use` converts each one when its user comes back.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Any
+
+import click
+from flask import Flask, current_app, request
+from flask.cli import with_appcontext
+
+from ..backend import logger
+from ..errors import ConfigurationError, StoreUnavailable
+from ..legacy import (
+    LegacySource,
+    LegacySourceError,
+    MigrationReport,
+    MongoDBSource,
+    Outcome,
+    RedisSource,
+    SQLAlchemySource,
+    accepts_sid,
+    migrate,
+    migrate_cachelib_file,
+    select_candidates,
+    survey_cachelib_dir,
+)
+from ..server_side import ServerSideSessions
+
+SOURCES = ("redis", "sqlalchemy", "mongodb", "filesystem")
+
+PICKLE_WARNING = (
+    "WARNING: --allow-pickle reads pickled Flask-Session records. Unpickling can run code\n"
+    "chosen by whoever could write to that store. They are read with a loader that accepts\n"
+    "plain data types only, but use this only for data you trust."
+)
+
+
+# -- where Flask-Session kept its sessions ----------------------------------------------
+def _server_side_backend() -> ServerSideSessions:
+    state = current_app.extensions.get("sessionkeeper")
+    if state is None:
+        raise click.ClickException("sessionkeeper is not set up on this app: call Session(app)")
+    backend = state.backend
+    if not isinstance(backend, ServerSideSessions):
+        raise click.ClickException(
+            "SESSION_TYPE='cookie' keeps sessions in browsers, so there is nowhere to copy "
+            "Flask-Session's sessions to: set a server-side SESSION_TYPE")
+    return backend
+
+
+def _default_source(session_type: str) -> str:
+    if session_type in SOURCES:
+        return session_type
+    if session_type == "memcached":
+        raise click.ClickException(
+            "memcached cannot list its keys, so Flask-Session's sessions there cannot be "
+            "copied; they expire on their own (users log in again once)")
+    raise click.ClickException(
+        f"SESSION_TYPE={session_type!r} is a sessionkeeper store Flask-Session did not have: "
+        f"say where Flask-Session kept its sessions with --from ({', '.join(SOURCES)})")
+
+
+def _store_connection(backend: ServerSideSessions, kind: str, attribute: str) -> Any:
+    """The connection the app's own store holds, when it is a store of that kind."""
+    store = backend.store
+    return getattr(store, attribute, None) if store.name == kind else None
+
+
+def _redis_client(config: Mapping[str, Any], backend: ServerSideSessions) -> Any:
+    import redis
+
+    own = _store_connection(backend, "redis", "client")
+    if hasattr(own, "scan_iter") and hasattr(own, "pipeline"):
+        return own
+    value = config.get("SESSION_REDIS")
+    if value is None:
+        return redis.Redis()  # Flask-Session's default: localhost:6379, db 0
+    if isinstance(value, str):
+        return redis.Redis.from_url(value, socket_connect_timeout=10)
+    if hasattr(value, "scan_iter") and hasattr(value, "pipeline"):
+        return value
+    raise click.ClickException(
+        f"SESSION_REDIS must be a redis client or a redis:// URL, not {type(value).__name__}")
+
+
+def _sqlalchemy_engine(config: Mapping[str, Any], backend: ServerSideSessions,
+                       owned: ExitStack) -> Any:
+    import sqlalchemy as sa
+
+    own = _store_connection(backend, "sqlalchemy", "engine")
+    if isinstance(own, sa.engine.Engine):
+        return own
+    value = config.get("SESSION_SQLALCHEMY")
+    if value is None or isinstance(value, str):
+        url = value or config.get("SQLALCHEMY_DATABASE_URI")
+        if not url:
+            raise click.ClickException(
+                "set SESSION_SQLALCHEMY (or SQLALCHEMY_DATABASE_URI) to the database "
+                "Flask-Session used")
+        engine = sa.create_engine(url)
+        owned.callback(engine.dispose)
+        return engine
+    if isinstance(value, sa.engine.Engine):
+        return value
+    if hasattr(value, "engines"):  # a Flask-SQLAlchemy extension, as Flask-Session took
+        bind = config.get("SESSION_SQLALCHEMY_BIND_KEY")
+        return value.engines[bind] if bind else value.engine
+    raise click.ClickException(
+        "SESSION_SQLALCHEMY must be a Flask-SQLAlchemy instance, an Engine or a URL, "
+        f"not {type(value).__name__}")
+
+
+def _mongodb_collection(config: Mapping[str, Any], owned: ExitStack) -> Any:
+    from ..stores.mongodb import DEFAULT_COLLECTION, DEFAULT_DB, client_from_setting
+
+    try:
+        client, made_here = client_from_setting(config.get("SESSION_MONGODB"), 10.0)
+    except ConfigurationError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if made_here:
+        owned.callback(client.close)
+    database = config.get("SESSION_MONGODB_DB") or DEFAULT_DB
+    return client[database][config.get("SESSION_MONGODB_COLLECT") or DEFAULT_COLLECTION]
+
+
+@contextmanager
+def legacy_source(kind: str, config: Mapping[str, Any], backend: ServerSideSessions, *,
+                  prefix: str, table: str) -> Iterator[LegacySource]:
+    """The Flask-Session records behind the app's store connection, else its settings."""
+    with ExitStack() as owned:
+        if kind == "redis":
+            yield RedisSource(_redis_client(config, backend), prefix)
+        elif kind == "sqlalchemy":
+            yield SQLAlchemySource(_sqlalchemy_engine(config, backend, owned), table=table,
+                                   schema=config.get("SESSION_SQLALCHEMY_SCHEMA"),
+                                   prefix=prefix)
+        else:
+            yield MongoDBSource(_mongodb_collection(config, owned), prefix)
+
+
+def _legacy_dir(config: Mapping[str, Any], given: Path | None) -> Path:
+    # Flask-Session's default directory, which is also sessionkeeper's.
+    return Path(given or config.get("SESSION_FILE_DIR") or Path.cwd() / "flask_session")
+
+
+# -- the command ------------------------------------------------------------------------
+@click.command("migrate")
+@click.option("--from", "source_kind", type=click.Choice(SOURCES),
+              help="Where Flask-Session kept the sessions. Default: SESSION_TYPE.")
+@click.option("--from-prefix",
+              help="Flask-Session's SESSION_KEY_PREFIX. Default: this app's "
+                   "SESSION_KEY_PREFIX, 'session:' unless set.")
+@click.option("--from-table", default="sessions", show_default=True,
+              help="Flask-Session's table (sqlalchemy; schema from SESSION_SQLALCHEMY_SCHEMA).")
+@click.option("--from-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Flask-Session's SESSION_FILE_DIR (filesystem). Default: SESSION_FILE_DIR, "
+                   "else ./flask_session.")
+@click.option("--allow-pickle", is_flag=True,
+              help="Also convert pickled records (Flask-Session before 0.7). Pickle can run "
+                   "code: only for data you trust.")
+@click.option("--delete-old", is_flag=True,
+              help="Delete the old records that were migrated (now or before) or had expired.")
+@click.option("--dry-run", is_flag=True, help="Count what would happen; write nothing.")
+@with_appcontext
+def migrate_command(source_kind: str | None, from_prefix: str | None, from_table: str,
+                    from_dir: Path | None, allow_pickle: bool, delete_old: bool,
+                    dry_run: bool) -> None:
+    """Copy Flask-Session's sessions into this app's store, keeping users logged in.
+
+    Each session keeps its id, so the cookie a browser already holds finds it, and keeps
+    its remaining lifetime. Old records stay unless --delete-old.
+    """
+    backend = _server_side_backend()
+    config = current_app.config
+    kind = source_kind or _default_source(str(config.get("SESSION_TYPE") or "sqlite").lower())
+    prefix = from_prefix if from_prefix is not None else str(
+        config.get("SESSION_KEY_PREFIX", "session:"))
+    if kind == "filesystem":
+        _survey_files(_legacy_dir(config, from_dir), prefix, delete_old, dry_run)
+        return
+    if allow_pickle:
+        click.secho(PICKLE_WARNING, fg="red", bold=True, err=True)
+    try:
+        with legacy_source(kind, config, backend, prefix=prefix, table=from_table) as source:
+            click.echo(f"Copying Flask-Session sessions from {source.description} into the "
+                       f"{backend.store.name} store.")
+            candidates, foreign = select_candidates(source, backend)
+            with click.progressbar(length=len(candidates), label="Migrating sessions") as bar:
+                report = migrate(source, backend, candidates, now=time.time(),
+                                 allow_pickle=allow_pickle, delete_old=delete_old,
+                                 dry_run=dry_run, progress=bar.update)
+            report.foreign = foreign
+    except (LegacySourceError, StoreUnavailable) as exc:
+        raise click.ClickException(str(exc)) from exc
+    _print_report(report, allow_pickle=allow_pickle, delete_old=delete_old, dry_run=dry_run)
+
+
+def _print_report(report: MigrationReport, *, allow_pickle: bool, delete_old: bool,
+                  dry_run: bool) -> None:
+    for outcome in Outcome:
+        click.echo(f"  {outcome.value + ':':<44}{report.outcomes[outcome]:>8}")
+    if report.foreign:
+        click.echo(f"  {'other keys under the prefix (left alone):':<44}{report.foreign:>8}")
+    for reason, count in report.reasons.most_common(5):
+        click.echo(f"    {count} unreadable: {reason}")
+    if not report.outcomes:
+        click.echo("No Flask-Session sessions found there.")
+        return
+    pickled = report.outcomes[Outcome.PICKLED]
+    if pickled and not allow_pickle:
+        click.echo(f"{_records(pickled)} pickled (written by Flask-Session before 0.7). "
+                   "If you trust that data, re-run with --allow-pickle to migrate "
+                   f"{'it' if pickled == 1 else 'them'}; otherwise those users log in again.")
+    if dry_run:
+        click.echo("Dry run: nothing was written or deleted.")
+    elif delete_old:
+        kept = pickled + report.outcomes[Outcome.UNREADABLE]
+        click.echo(f"Deleted {report.deleted} old records"
+                   + (f"; kept {kept} that could not be migrated." if kept else "."))
+    else:
+        click.echo("The old records are still in place. Once the app runs on sessionkeeper, "
+                   "delete them by running this command again with --delete-old "
+                   "(records already copied are not copied again).")
+
+
+def _records(count: int) -> str:
+    return "1 record is" if count == 1 else f"{count} records are"
+
+
+def _survey_files(directory: Path, prefix: str, delete_old: bool, dry_run: bool) -> None:
+    try:
+        survey = survey_cachelib_dir(directory, time.time())
+    except LegacySourceError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"Flask-Session files in {directory}: {survey.live} live, "
+               f"{survey.expired} expired, {survey.unreadable} unreadable.")
+    click.echo(
+        "Flask-Session's filesystem backend names each file by a hash of its session id, so\n"
+        "the files cannot be matched to sessions ahead of time. To keep these users logged\n"
+        "in, convert each file when its user comes back, right after Session(app):\n\n"
+        "    from sessionkeeper.flask.migrate import migrate_files_on_first_use\n"
+        f"    migrate_files_on_first_use(app, {str(directory)!r}, allow_pickle=True)\n\n"
+        "(cachelib always pickles: the files are read with a loader limited to plain data.)\n"
+        f"Prefix used to find the files: {prefix!r} (--from-prefix).")
+    if delete_old and not dry_run:
+        for path in survey.expired_paths:
+            path.unlink(missing_ok=True)
+        click.echo(f"Deleted {len(survey.expired_paths)} expired files.")
+
+
+# -- Flask-Session's files, converted on first use --------------------------------------
+def migrate_files_on_first_use(app: Flask, directory: str | os.PathLike[str] | None = None,
+                               *, allow_pickle: bool, from_prefix: str | None = None) -> None:
+    """Convert a returning user's Flask-Session file into a sessionkeeper session.
+
+    Call it after ``Session(app)``. Before each request that carries a session cookie
+    it looks for the Flask-Session file of that id (one ``open`` that fails unless there
+    is one), copies it into the app's store and removes it, so the user stays logged
+    in. ``directory`` defaults to SESSION_FILE_DIR (else ./flask_session), the prefix to
+    SESSION_KEY_PREFIX. Flask-Session's filesystem backend always pickled its files, so
+    ``allow_pickle=True`` is required: the files are read with a loader limited to plain
+    data types, but only trust a directory no one else can write to. Remove the call
+    once PERMANENT_SESSION_LIFETIME has passed: every old file has expired by then.
+    """
+    folder = _legacy_dir(app.config, Path(directory) if directory else None)
+    if allow_pickle is not True:
+        raise ConfigurationError(
+            f"Flask-Session's filesystem files (in {folder}) are always pickled; pass "
+            "allow_pickle=True if you trust that directory")
+    state = app.extensions.get("sessionkeeper")
+    if state is None or not isinstance(state.backend, ServerSideSessions):
+        raise ConfigurationError(
+            "migrate_files_on_first_use needs sessionkeeper set up first with a server-side "
+            "SESSION_TYPE: call Session(app) before it")
+    backend: ServerSideSessions = state.backend
+    cookie_name = state.interface.cookie_name
+    prefix = from_prefix if from_prefix is not None else state.settings.key_prefix
+
+    def adopt_flask_session_file() -> None:
+        token = request.cookies.get(cookie_name)
+        if not token:
+            return
+        sid = backend.signer.unsign(token) if backend.signer else token
+        if sid is None or not accepts_sid(backend, sid):
+            return  # the session itself rejects (and logs) a bad cookie
+        outcome = migrate_cachelib_file(folder, prefix, sid, backend, now=time.time(),
+                                        allow_pickle=True)
+        if outcome is not None:
+            logger.info("Flask-Session file of session %s: %s", backend.log_id(sid),
+                        outcome.value)
+
+    # First, before any other hook can read the session.
+    app.before_request_funcs.setdefault(None, []).insert(0, adopt_flask_session_file)

@@ -1,0 +1,53 @@
+"""When sessions expire and when a read-only request refreshes them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+MAX_COOKIE_AGE = 400 * 24 * 3600  # browsers cap cookie lifetimes at 400 days (RFC 6265bis)
+
+
+@dataclass(frozen=True)
+class ExpiryPolicy:
+    """Lifetime (PERMANENT_SESSION_LIFETIME), idle and absolute timeouts, refresh throttle.
+
+    ``refresh_fraction``: a read-only request extends the session only when this fraction
+    of its window (idle timeout, or lifetime) has passed since the last write or refresh,
+    so reads cost no store write almost always.
+    """
+
+    lifetime: float
+    idle_timeout: float | None = None
+    absolute_timeout: float | None = None
+    refresh_each_request: bool = True
+    refresh_fraction: float = 0.1
+
+    @property
+    def window(self) -> float:
+        """How long a session lives after its last activity."""
+        if self.idle_timeout is not None:
+            return min(self.idle_timeout, self.lifetime)
+        return self.lifetime
+
+    def expires_at(self, created_at: float, now: float) -> float:
+        end = now + self.window
+        if self.absolute_timeout is not None:
+            end = min(end, created_at + self.absolute_timeout)
+        return end
+
+    def is_expired(self, created_at: float, expires_at: float, now: float) -> bool:
+        if expires_at <= now:
+            return True
+        return self.absolute_timeout is not None and now >= created_at + self.absolute_timeout
+
+    def should_refresh(self, created_at: float, accessed_at: float, now: float) -> bool:
+        if not self.refresh_each_request:
+            return False
+        if now - accessed_at < self.window * self.refresh_fraction:
+            return False
+        # Past the absolute cap a refresh cannot extend anything.
+        return self.absolute_timeout is None or accessed_at < created_at + self.absolute_timeout
+
+    @staticmethod
+    def cookie_max_age(expires_at: float, now: float) -> int:
+        return max(0, min(int(expires_at - now), MAX_COOKIE_AGE))

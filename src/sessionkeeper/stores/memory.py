@@ -1,0 +1,60 @@
+"""An in-process store: for tests and single-process development servers only."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import replace
+
+from .base import SessionRecord, SessionStore, SessionUpdate
+
+
+class MemoryStore(SessionStore):
+    """Keeps records in a dict guarded by a lock; lost when the process ends."""
+
+    name = "memory"
+
+    def __init__(self) -> None:
+        self._records: dict[str, SessionRecord] = {}
+        self._lock = threading.Lock()
+
+    def load(self, key: str, now: float) -> SessionRecord | None:
+        with self._lock:
+            record = self._records.get(key)
+            if record is None or record.expires_at <= now:
+                return None
+            return replace(record, values=dict(record.values))
+
+    def create(self, key: str, record: SessionRecord) -> None:
+        with self._lock:
+            self._records[key] = replace(record, values=dict(record.values))
+
+    def update(self, key: str, update: SessionUpdate) -> bool:
+        with self._lock:
+            record = self._records.get(key)
+            if record is None:
+                return False
+            record.apply(update)
+            return True
+
+    def touch(self, key: str, accessed_at: float, expires_at: float) -> None:
+        with self._lock:
+            record = self._records.get(key)
+            if record is not None:
+                record.accessed_at = accessed_at
+                record.expires_at = expires_at
+
+    def delete(self, key: str) -> None:
+        with self._lock:
+            self._records.pop(key, None)
+
+    def delete_expired(self, now: float) -> int:
+        with self._lock:
+            dead = [k for k, r in self._records.items() if r.expires_at <= now]
+            for key in dead:
+                del self._records[key]
+            return len(dead)
+
+    def keys_for_user(self, user_id: str, now: float) -> list[str]:
+        with self._lock:
+            return [k for k, r in self._records.items()
+                    if r.user_id == user_id and r.expires_at > now]

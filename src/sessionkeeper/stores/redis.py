@@ -1,0 +1,416 @@
+"""Sessions in Redis: standalone, behind Sentinel, or on a Redis Cluster.
+
+Each session is one HASH under ``SESSION_KEY_PREFIX + sha256(id)``: a field ``v:<name>``
+per session key holding that value's encoded bytes, plus the metadata fields
+``created``, ``accessed``, ``expires``, ``permanent`` and ``user``. Redis expires the hash
+by itself (``PEXPIREAT``), so there is nothing to clean up.
+
+Round trips: ``load`` is one ``HGETALL``; ``update`` is one ``EVALSHA`` whose script
+writes only the changed fields and never recreates a hash that is gone (a logout wins
+over a slow concurrent request); ``create`` is one ``MULTI`` pipeline; ``touch`` is one
+``EVALSHA``; ``delete`` is one ``UNLINK``.
+
+A session is a single key, so on a Cluster it always lives in one slot. The per-user
+index (a SET ``<prefix>user:<user id>`` of session keys) lives in another slot: on a
+Cluster it is written by a separate call right after the session's own write.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any, cast
+
+import redis
+from redis.backoff import NoBackoff
+from redis.cluster import RedisCluster
+from redis.exceptions import (
+    ClusterError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    RedisClusterException,
+    TryAgainError,
+)
+from redis.retry import Retry
+from redis.sentinel import Sentinel
+from redis.typing import EncodableT
+
+from ..errors import ConfigurationError, StoreUnavailable
+from ..serialization import ValueCodec
+from ..settings import Settings, seconds
+from .base import SessionRecord, SessionStore, SessionUpdate
+
+#: Flask-Session's default when SESSION_REDIS is unset.
+DEFAULT_URL = "redis://127.0.0.1:6379/0"
+DEFAULT_TIMEOUT = 2.0
+URL_SCHEMES = ("redis://", "rediss://", "unix://")
+
+VALUE_PREFIX = b"v:"
+CREATED, ACCESSED, EXPIRES, PERMANENT, USER = "created", "accessed", "expires", "permanent", "user"
+_CREATED, _ACCESSED, _EXPIRES, _PERMANENT, _USER = (
+    name.encode() for name in (CREATED, ACCESSED, EXPIRES, PERMANENT, USER))
+
+# Errors that mean "the server cannot serve us right now" rather than a bug: the
+# request gets a 503 and the next one tries again.
+UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
+    redis.ConnectionError,  # also refused/reset connections, failed auth, busy loading
+    redis.TimeoutError,
+    ClusterError,  # CLUSTERDOWN, MASTERDOWN
+    TryAgainError,  # a slot is being migrated
+    RedisClusterException,  # no reachable node, slot not covered
+    ReadOnlyError,  # writing to a replica during a failover
+    OutOfMemoryError,  # maxmemory reached without an eviction policy
+)
+
+# Apply a delta to a session hash in one step; never recreate a hash that is gone.
+# KEYS[1]: the session hash; KEYS[2] (optional): the user index SET to add it to.
+# ARGV[1]: expiry (unix ms); ARGV[2]: '1' drops every stored value first (clear());
+# ARGV[3]: how many field names to delete follow; then those names; then the
+# field/value pairs to set (changed values and metadata).
+# Returns 0 when the hash is gone, else the size of the user index (1 without one).
+UPDATE_SCRIPT = """
+local key = KEYS[1]
+if redis.call('EXISTS', key) == 0 then
+  return 0
+end
+-- unpack() is limited to a few thousand results: work in batches
+local BATCH = 1000
+local function hdel(names, first, last)
+  for i = first, last, BATCH do
+    redis.call('HDEL', key, unpack(names, i, math.min(i + BATCH - 1, last)))
+  end
+end
+if ARGV[2] == '1' then
+  local values = {}
+  for _, field in ipairs(redis.call('HKEYS', key)) do
+    if string.sub(field, 1, 2) == 'v:' then
+      values[#values + 1] = field
+    end
+  end
+  hdel(values, 1, #values)
+end
+local deleted = tonumber(ARGV[3])
+hdel(ARGV, 4, 3 + deleted)
+for i = 4 + deleted, #ARGV, 2 * BATCH do
+  redis.call('HSET', key, unpack(ARGV, i, math.min(i + 2 * BATCH - 1, #ARGV)))
+end
+redis.call('PEXPIREAT', key, ARGV[1])
+if KEYS[2] then
+  redis.call('SADD', KEYS[2], key)
+  return redis.call('SCARD', KEYS[2])
+end
+return 1
+"""
+
+# Extend a session's life without rewriting its data; nothing happens when it is gone.
+# KEYS[1]: the session hash. ARGV: expiry (unix ms), accessed_at, expires_at (seconds).
+TOUCH_SCRIPT = """
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return 0
+end
+redis.call('HSET', KEYS[1], 'accessed', ARGV[2], 'expires', ARGV[3])
+redis.call('PEXPIREAT', KEYS[1], ARGV[1])
+return 1
+"""
+
+RedisClient = redis.Redis | RedisCluster
+
+
+def _unix_ms(timestamp: float) -> int:
+    return math.ceil(timestamp * 1000)
+
+
+def _number(value: float) -> str:
+    return repr(float(value))  # repr round-trips a float exactly
+
+
+class RedisStore(SessionStore):
+    """A :class:`SessionStore` on a ``redis.Redis`` or ``redis.cluster.RedisCluster`` client."""
+
+    name = "redis"
+
+    def __init__(
+        self,
+        client: RedisClient,
+        *,
+        key_prefix: str = "session:",
+        owns_client: bool = False,
+        index_prune_from: int = 32,
+    ) -> None:
+        _require_bytes_responses(client)
+        self.client = client
+        self.key_prefix = key_prefix
+        self.cluster = isinstance(client, RedisCluster)
+        #: close the client with the store (it was built from the config, not passed in)
+        self.owns_client = owns_client
+        #: a user index is swept of dead entries when it reaches this size, then at
+        #: every doubling, so logins stay cheap however many stale entries pile up
+        self.index_prune_from = index_prune_from
+        self._update = client.register_script(UPDATE_SCRIPT)
+        self._touch = client.register_script(TOUCH_SCRIPT)
+
+    # -- interface -------------------------------------------------------------------
+    def load(self, key: str, now: float) -> SessionRecord | None:
+        try:  # (inline, not _available(): this runs on every request that reads)
+            # The client is known not to decode responses (checked at start-up).
+            fields = cast("dict[bytes, bytes]", self.client.hgetall(key))
+        except UNAVAILABLE_ERRORS as exc:
+            raise StoreUnavailable(self.name, exc) from exc
+        if not fields:
+            return None
+        record = _record_from_fields(fields)
+        if record is None or record.expires_at <= now:
+            return None
+        return record
+
+    def create(self, key: str, record: SessionRecord) -> None:
+        fields: dict[EncodableT, EncodableT] = {
+            VALUE_PREFIX + name.encode(): data for name, data in record.values.items()
+        }
+        fields.update(_metadata(record.accessed_at, record.expires_at, record.permanent))
+        fields[CREATED] = _number(record.created_at)
+        user = record.user_id
+        if user is not None:
+            fields[USER] = user
+        with self._available():
+            pipe = self.client.pipeline(transaction=True)
+            pipe.delete(key)  # a create replaces whatever the key held
+            pipe.hset(key, mapping=fields)
+            pipe.pexpireat(key, _unix_ms(record.expires_at))
+            if user is not None and not self.cluster:
+                pipe.sadd(self._index_key(user), key)
+                pipe.scard(self._index_key(user))
+            results = pipe.execute()
+            if user is not None:
+                size = self._index_add(user, key) if self.cluster else int(results[-1])
+                self._maybe_prune(user, size)
+
+    def update(self, key: str, update: SessionUpdate) -> bool:
+        deleted: list[EncodableT] = [VALUE_PREFIX + name.encode()
+                                     for name in update.deleted_keys]
+        pairs: list[EncodableT] = []
+        for name, data in update.set_values.items():
+            pairs += (VALUE_PREFIX + name.encode(), data)
+        for field, value in _metadata(update.accessed_at, update.expires_at,
+                                      update.permanent).items():
+            pairs += (field, value)
+        new_user = update.user_id if update.user_id_changed else None
+        if update.user_id_changed and update.user_id is None:
+            deleted.append(USER)  # logged out, session kept
+        if new_user is not None:
+            pairs += (USER, new_user)
+        keys = [key]
+        if new_user is not None and not self.cluster:
+            keys.append(self._index_key(new_user))
+        args: list[EncodableT] = [_unix_ms(update.expires_at), "1" if update.replace else "0",
+                                  len(deleted), *deleted, *pairs]
+        with self._available():
+            outcome = int(self._update(keys=keys, args=args))
+            if outcome and new_user is not None:
+                size = self._index_add(new_user, key) if self.cluster else outcome
+                self._maybe_prune(new_user, size)
+        return outcome != 0
+
+    def touch(self, key: str, accessed_at: float, expires_at: float) -> None:
+        args: list[EncodableT] = [_unix_ms(expires_at), _number(accessed_at),
+                                  _number(expires_at)]
+        with self._available():
+            self._touch(keys=[key], args=args)
+
+    def delete(self, key: str) -> None:
+        with self._available():
+            self.client.unlink(key)
+
+    def keys_for_user(self, user_id: str, now: float) -> list[str]:
+        with self._available():
+            return self._live_sessions_of(user_id, now)
+
+    def check(self) -> None:
+        with self._available():
+            self.client.ping()
+
+    def close(self) -> None:
+        if self.owns_client:
+            self.client.close()
+
+    # -- the per-user index ----------------------------------------------------------
+    def _index_key(self, user_id: str) -> str:
+        return f"{self.key_prefix}user:{user_id}"
+
+    def _index_add(self, user_id: str, key: str) -> int:
+        """Add a session to its user's index in a call of its own (Cluster: another slot)."""
+        index = self._index_key(user_id)
+        pipe = self.client.pipeline(transaction=False)
+        pipe.sadd(index, key)
+        pipe.scard(index)
+        return int(pipe.execute()[-1])
+
+    def _maybe_prune(self, user_id: str, size: int) -> None:
+        if size >= self.index_prune_from and size & (size - 1) == 0:  # a power of two
+            self._live_sessions_of(user_id, now=0.0)  # run for its sweep; the list is unused
+
+    def _live_sessions_of(self, user_id: str, now: float) -> list[str]:
+        """The user's live session keys; index entries whose hash is gone are removed.
+
+        An entry whose hash now belongs to another user is skipped but kept: only a
+        vanished hash can never come back, so only those go, and no race with a
+        concurrent login can drop a live session from the index.
+        """
+        index = self._index_key(user_id)
+        members = sorted(cast("set[bytes]", self.client.smembers(index)))
+        if not members:
+            return []
+        pipe = self.client.pipeline(transaction=False)
+        for member in members:
+            pipe.hmget(member, USER, EXPIRES)
+        owner = user_id.encode()
+        live: list[str] = []
+        gone: list[bytes] = []
+        for member, (user, expires) in zip(members, pipe.execute(), strict=True):
+            if user is None and expires is None:
+                gone.append(member)
+            elif user == owner and expires is not None and float(expires) > now:
+                live.append(member.decode())
+        if gone:
+            self.client.srem(index, *gone)
+        return live
+
+    # -- errors ----------------------------------------------------------------------
+    @contextmanager
+    def _available(self) -> Iterator[None]:
+        try:
+            yield
+        except UNAVAILABLE_ERRORS as exc:
+            raise StoreUnavailable(self.name, exc) from exc
+
+
+def _metadata(accessed_at: float, expires_at: float, permanent: bool) -> dict[str, str]:
+    return {
+        ACCESSED: _number(accessed_at),
+        EXPIRES: _number(expires_at),
+        PERMANENT: "1" if permanent else "0",
+    }
+
+
+def _record_from_fields(fields: dict[bytes, bytes]) -> SessionRecord | None:
+    """The record a session hash holds (``fields`` is consumed); None when it is not one
+    (metadata missing)."""
+    take = fields.pop
+    try:
+        created_at = float(take(_CREATED))
+        accessed_at = float(take(_ACCESSED))
+        expires_at = float(take(_EXPIRES))
+    except (KeyError, ValueError):
+        return None
+    permanent = take(_PERMANENT, None) == b"1"
+    user = take(_USER, None)
+    return SessionRecord(
+        values={field[2:].decode(): data for field, data in fields.items()
+                if field[:2] == VALUE_PREFIX},
+        created_at=created_at,
+        accessed_at=accessed_at,
+        expires_at=expires_at,
+        permanent=permanent,
+        user_id=user.decode() if user is not None else None,
+    )
+
+
+# -- configuration ---------------------------------------------------------------------
+ACCEPTED = (
+    "SESSION_REDIS must be a redis.Redis client (Sentinel(...).master_for(name) returns "
+    "one), a redis.cluster.RedisCluster client, or a URL such as "
+    f"'{DEFAULT_URL}' (schemes redis://, rediss://, unix://); unset means {DEFAULT_URL}"
+)
+
+
+def store_from_settings(settings: Settings, codec: ValueCodec) -> RedisStore:
+    """The store SESSION_TYPE='redis' uses, from Flask-Session's SESSION_REDIS and friends."""
+    client, owned = client_from_config(settings.config)
+    return RedisStore(client, key_prefix=settings.key_prefix, owns_client=owned)
+
+
+def client_from_config(config: Mapping[str, Any]) -> tuple[RedisClient, bool]:
+    """The configured client, and whether it was built here (so the store closes it)."""
+    timeout = seconds(config.get("SESSION_REDIS_TIMEOUT", DEFAULT_TIMEOUT),
+                      "SESSION_REDIS_TIMEOUT")
+    target = config.get("SESSION_REDIS")
+    sentinels = config.get("SESSION_REDIS_SENTINELS")
+    if sentinels is not None:
+        if target is not None:
+            raise ConfigurationError("set SESSION_REDIS or SESSION_REDIS_SENTINELS, not both")
+        return _sentinel_master(sentinels, config.get("SESSION_REDIS_MASTER_NAME"),
+                                timeout), True
+    if target is None:
+        target = DEFAULT_URL
+    if isinstance(target, str):
+        return _client_from_url(target, timeout), True
+    if isinstance(target, redis.Redis | RedisCluster):
+        return target, False
+    if isinstance(target, Sentinel):
+        raise ConfigurationError(
+            "SESSION_REDIS is a redis.sentinel.Sentinel; pass the master client instead: "
+            "Sentinel(...).master_for('mymaster'), or set SESSION_REDIS_SENTINELS and "
+            "SESSION_REDIS_MASTER_NAME")
+    raise ConfigurationError(f"{ACCEPTED}; got a {type(target).__module__}."
+                             f"{type(target).__qualname__}")
+
+
+def _connection_options(timeout: float) -> dict[str, Any]:
+    # One quick retry on a broken connection lets a pooled client reconnect after a
+    # server restart without failing a request; a hung server is not waited for twice.
+    return {
+        "socket_timeout": timeout,
+        "socket_connect_timeout": timeout,
+        "retry": Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
+    }
+
+
+def _client_from_url(url: str, timeout: float) -> redis.Redis:
+    if not url.startswith(URL_SCHEMES):
+        raise ConfigurationError(f"{ACCEPTED}; got {url!r}")
+    try:
+        return redis.Redis.from_url(url, **_connection_options(timeout))
+    except ValueError as exc:
+        raise ConfigurationError(f"SESSION_REDIS={url!r} is not a valid Redis URL: {exc}") from exc
+
+
+def _sentinel_master(sentinels: Any, master_name: Any, timeout: float) -> redis.Redis:
+    if not isinstance(master_name, str) or not master_name:
+        raise ConfigurationError("SESSION_REDIS_SENTINELS needs SESSION_REDIS_MASTER_NAME, "
+                                 "the name the sentinels monitor (e.g. 'mymaster')")
+    addresses = [_sentinel_address(item) for item in _as_list(sentinels)]
+    if not addresses:
+        raise ConfigurationError("SESSION_REDIS_SENTINELS must list at least one sentinel")
+    options = _connection_options(timeout)
+    sentinel = Sentinel(addresses, socket_timeout=timeout, socket_connect_timeout=timeout)
+    return sentinel.master_for(master_name, **options)
+
+
+def _as_list(value: Any) -> Sequence[Any]:
+    if isinstance(value, str):
+        return [part for part in value.split(",") if part.strip()]
+    if isinstance(value, list | tuple):
+        return value
+    raise ConfigurationError("SESSION_REDIS_SENTINELS must be a list of (host, port) pairs "
+                             f"or 'host:port' strings, not {value!r}")
+
+
+def _sentinel_address(item: Any) -> tuple[str, int]:
+    if isinstance(item, str):
+        host, _, port = item.strip().rpartition(":")
+        item = (host, port)
+    try:
+        host, port = item
+        return str(host), int(port)
+    except (TypeError, ValueError):
+        raise ConfigurationError(
+            f"SESSION_REDIS_SENTINELS entry {item!r} is not a (host, port) pair or a "
+            "'host:port' string") from None
+
+
+def _require_bytes_responses(client: RedisClient) -> None:
+    if client.get_encoder().decode_responses:
+        raise ConfigurationError(
+            "SESSION_REDIS must not use decode_responses=True: session values are binary; "
+            "pass a client built without it")

@@ -1,0 +1,573 @@
+"""Sessions in a SQL table through SQLAlchemy: PostgreSQL, MariaDB/MySQL, SQLite, ...
+
+One row per session (``key`` is the store key, ``data`` the packed encoded values)::
+
+    key          VARCHAR(255) PRIMARY KEY   -- "session:<sha256 hex>" (VARBINARY on MySQL)
+    data         BLOB (BYTEA, LONGBLOB)     -- ValueCodec.pack of the encoded values
+    created_at   DOUBLE                     -- epoch seconds
+    accessed_at  DOUBLE
+    expires_at   DOUBLE                     -- indexed: loads and cleanup filter on it
+    permanent    BOOLEAN
+    user_id      VARCHAR(255) NULL          -- indexed: the per-user index (VARBINARY on MySQL)
+    version      INTEGER                    -- bumped by every data change
+
+Every operation is one statement, except a save that lost a race. A delta save is
+optimistic: the row is read (or the copy this thread loaded earlier in the request is
+reused), the delta merged in Python, and written back with
+``UPDATE ... WHERE key = :k AND version = :v``. When another request changed the row in
+between, no row matches and the save re-reads and retries, so concurrent requests of one
+session never lose each other's keys; when the row is gone (a logout), the save reports
+it and nothing is recreated.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import math
+import os
+import random
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, TypeVar, cast
+
+import sqlalchemy as sa
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.dialects import mysql
+
+from ..errors import ConfigurationError, StoreUnavailable
+from ..serialization import ValueCodec
+from ..settings import Settings, seconds
+from .base import SessionRecord, SessionStore, SessionUpdate
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class _Disconnected(StoreUnavailable):
+    """A pooled connection turned out dead (the server restarted since it was opened)."""
+
+
+def _retry_on_disconnect(method: F) -> F:
+    """Run ``method`` again, once, when its pooled connection was dead.
+
+    SQLAlchemy then drops the whole pool, so the second try gets a fresh connection.
+    This replaces ``pool_pre_ping``, which costs a round trip on every request, with one
+    that is paid only after a database restart. A dead connection fails before the
+    statement reaches the server, so the retry never applies a change twice.
+    """
+
+    @functools.wraps(method)
+    def run(self: SQLAlchemyStore, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except _Disconnected:
+            return method(self, *args, **kwargs)
+
+    return cast(F, run)
+
+DEFAULT_TABLE = "sessions"  # Flask-Session's default
+DEFAULT_TIMEOUT = 3.0
+MAX_KEY_LENGTH = 255
+MAX_USER_ID_LENGTH = 255
+#: attempts of an optimistic save before giving up with StoreUnavailable (never a silent loss)
+MAX_SAVE_ATTEMPTS = 100
+_REQUIRED_COLUMNS = ("key", "data", "created_at", "accessed_at", "expires_at", "permanent",
+                     "user_id", "version")
+# Dialects that accept isolation_level="AUTOCOMMIT": engines built here use it, so a
+# one-statement operation costs one round trip instead of BEGIN/statement/ROLLBACK.
+_AUTOCOMMIT_DIALECTS = ("postgresql", "mysql", "mariadb", "sqlite", "mssql", "oracle")
+# DBAPI connect() argument bounding the connection attempt, per driver.
+_TIMEOUT_ARGUMENTS = {
+    "psycopg2": "connect_timeout",
+    "psycopg": "connect_timeout",
+    "pg8000": "timeout",
+    "pymysql": "connect_timeout",
+    "mysqldb": "connect_timeout",
+    "mariadbconnector": "connect_timeout",
+    "mysqlconnector": "connection_timeout",
+    "pysqlite": "timeout",  # the busy timeout: how long a writer waits for the lock
+}
+
+# MySQL's BLOB stops at 64 KB; LONGBLOB holds what max_allowed_packet lets through.
+_DATA_TYPE = sa.LargeBinary().with_variant(mysql.LONGBLOB(), "mysql", "mariadb")
+
+
+class ExactString(sa.types.TypeDecorator[str]):
+    """A string compared byte for byte everywhere.
+
+    MariaDB/MySQL compare VARCHARs case-blind and ignore trailing spaces, so "Alice " would
+    find "alice"'s sessions; there the column is VARBINARY holding UTF-8.
+    """
+
+    impl = sa.String
+    cache_ok = True
+
+    def __init__(self, length: int) -> None:
+        super().__init__(length)
+        self.length = length
+
+    def load_dialect_impl(self, dialect: sa.Dialect) -> sa.types.TypeEngine[Any]:
+        if dialect.name in ("mysql", "mariadb"):
+            return dialect.type_descriptor(mysql.VARBINARY(self.length))
+        return dialect.type_descriptor(sa.String(self.length))
+
+    def process_bind_param(self, value: str | None, dialect: sa.Dialect) -> Any:
+        if value is not None and dialect.name in ("mysql", "mariadb"):
+            return value.encode("utf-8")
+        return value
+
+    def process_result_value(self, value: Any, dialect: sa.Dialect) -> str | None:
+        return value.decode("utf-8") if isinstance(value, bytes | bytearray) else value
+
+
+_KEY_TYPE = ExactString(MAX_KEY_LENGTH)
+_USER_TYPE = ExactString(MAX_USER_ID_LENGTH)
+
+
+def index_name(table: str, column: str) -> str:
+    """``ix_<table>_<column>``, shortened with a hash to fit every database's name limit."""
+    name = f"ix_{table}_{column}"
+    if len(name) <= 60:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+    return f"ix_{table[:40]}_{digest}_{column[:8]}"
+
+
+def session_table(name: str, metadata: sa.MetaData, schema: str | None = None) -> sa.Table:
+    """The sessions table, in ``metadata`` (so Alembic and ``create_all`` see it)."""
+    return sa.Table(
+        name, metadata,
+        sa.Column("key", _KEY_TYPE, primary_key=True),
+        sa.Column("data", _DATA_TYPE, nullable=False),
+        sa.Column("created_at", sa.Double, nullable=False),
+        sa.Column("accessed_at", sa.Double, nullable=False),
+        sa.Column("expires_at", sa.Double, nullable=False),
+        sa.Column("permanent", sa.Boolean, nullable=False),
+        sa.Column("user_id", _USER_TYPE, nullable=True),
+        sa.Column("version", sa.Integer, nullable=False),
+        sa.Index(index_name(name, "expires_at"), "expires_at"),
+        sa.Index(index_name(name, "user_id"), "user_id"),
+        schema=schema,
+    )
+
+
+@dataclass
+class _Seen:
+    """A row as this thread last loaded it: a save in the same request can skip re-reading."""
+
+    key: str
+    version: int
+    values: dict[str, bytes]
+
+
+class SQLAlchemyStore(SessionStore):
+    """Keeps sessions in one table of any database SQLAlchemy reaches."""
+
+    name = "sqlalchemy"
+
+    def __init__(
+        self,
+        engine: sa.Engine,
+        *,
+        table: str = DEFAULT_TABLE,
+        schema: str | None = None,
+        metadata: sa.MetaData | None = None,
+        codec: ValueCodec | None = None,
+        owns_engine: bool = False,
+    ) -> None:
+        self.engine = engine
+        self.codec = codec or ValueCodec()
+        self.table = _table_in(metadata or sa.MetaData(), table, schema)
+        self._owns_engine = owns_engine
+        self._seen = threading.local()
+        t = self.table
+        self._load = sa.select(
+            t.c.data, t.c.created_at, t.c.accessed_at, t.c.expires_at, t.c.permanent,
+            t.c.user_id, t.c.version,
+        ).where(t.c.key == sa.bindparam("k"), t.c.expires_at > sa.bindparam("now"))
+        self._read_current = sa.select(t.c.data, t.c.version).where(
+            t.c.key == sa.bindparam("k"))
+
+    # -- connections ---------------------------------------------------------------
+    @contextmanager
+    def _connection(self) -> Iterator[sa.Connection]:
+        try:
+            with self.engine.connect() as conn:
+                yield conn
+        except (sa_exc.OperationalError, sa_exc.InterfaceError) as exc:
+            if exc.connection_invalidated:
+                raise _Disconnected(self.name, exc.orig or exc) from exc
+            # The driver's own message: the wrapped statement's parameters would put
+            # session data into logs.
+            raise StoreUnavailable(self.name, exc.orig or exc) from exc
+        except sa_exc.TimeoutError as exc:  # every pooled connection busy for too long
+            raise StoreUnavailable(self.name, exc) from exc
+        except sa_exc.DBAPIError as exc:
+            if exc.connection_invalidated:
+                raise _Disconnected(self.name, exc.orig or exc) from exc
+            raise
+
+    # -- interface -------------------------------------------------------------------
+    @_retry_on_disconnect
+    def load(self, key: str, now: float) -> SessionRecord | None:
+        with self._connection() as conn:
+            row = conn.execute(self._load, {"k": key, "now": now}).first()
+        if row is None:
+            return None
+        values = self.codec.unpack(row.data)
+        self._seen.entry = _Seen(key, row.version, values)
+        return SessionRecord(values=dict(values), created_at=row.created_at,
+                             accessed_at=row.accessed_at, expires_at=row.expires_at,
+                             permanent=bool(row.permanent), user_id=row.user_id,
+                             version=row.version)
+
+    def create(self, key: str, record: SessionRecord) -> None:
+        _check_key(key)
+        _check_user_id(record.user_id)
+        try:
+            self._insert(key, record)
+        except _Disconnected:
+            # IntegrityError here: the first insert landed before its connection was lost.
+            with contextlib.suppress(sa_exc.IntegrityError):
+                self._insert(key, record)
+
+    def _insert(self, key: str, record: SessionRecord) -> None:
+        with self._connection() as conn:
+            conn.execute(sa.insert(self.table).values(
+                key=key, data=self.codec.pack(record.values), created_at=record.created_at,
+                accessed_at=record.accessed_at, expires_at=record.expires_at,
+                permanent=record.permanent, user_id=record.user_id, version=1,
+            ))
+            conn.commit()
+
+    @_retry_on_disconnect
+    def update(self, key: str, update: SessionUpdate) -> bool:
+        if update.user_id_changed:
+            _check_user_id(update.user_id)
+        seen = self._take_seen(key)
+        with self._connection() as conn:
+            for attempt in range(MAX_SAVE_ATTEMPTS):
+                if seen is None:
+                    row = conn.execute(self._read_current, {"k": key}).first()
+                    if row is None:
+                        conn.rollback()
+                        return False  # destroyed meanwhile (a logout): never recreate it
+                    seen = _Seen(key, row.version, self.codec.unpack(row.data))
+                if self._write(conn, seen, update):
+                    conn.commit()
+                    return True
+                # Another request saved first. End this transaction so the re-read sees
+                # its row (REPEATABLE READ would keep showing the old one), then retry.
+                conn.rollback()
+                seen = None
+                _back_off(attempt)
+        raise StoreUnavailable(
+            self.name, f"the session kept changing concurrently; gave up after "
+                       f"{MAX_SAVE_ATTEMPTS} attempts and kept nothing")
+
+    def _write(self, conn: sa.Connection, seen: _Seen, update: SessionUpdate) -> bool:
+        """Write the merged row if it is still at the version read; True when it was."""
+        t = self.table
+        changes: dict[str, Any] = {
+            "data": self.codec.pack(update.apply_to(seen.values)),
+            "version": seen.version + 1,
+            "accessed_at": update.accessed_at,
+            "expires_at": update.expires_at,
+            "permanent": update.permanent,
+        }
+        if update.user_id_changed:
+            changes["user_id"] = update.user_id
+        result = conn.execute(
+            sa.update(t).where(t.c.key == seen.key, t.c.version == seen.version).values(changes))
+        return bool(result.rowcount)
+
+    def _take_seen(self, key: str) -> _Seen | None:
+        seen: _Seen | None = getattr(self._seen, "entry", None)
+        self._seen.entry = None
+        return seen if seen is not None and seen.key == key else None
+
+    @_retry_on_disconnect
+    def touch(self, key: str, accessed_at: float, expires_at: float) -> None:
+        t = self.table
+        with self._connection() as conn:
+            conn.execute(sa.update(t).where(t.c.key == key).values(
+                accessed_at=accessed_at, expires_at=expires_at))
+            conn.commit()
+
+    @_retry_on_disconnect
+    def delete(self, key: str) -> None:
+        t = self.table
+        with self._connection() as conn:
+            conn.execute(sa.delete(t).where(t.c.key == key))
+            conn.commit()
+
+    @_retry_on_disconnect
+    def delete_expired(self, now: float) -> int:
+        t = self.table
+        with self._connection() as conn:
+            removed = conn.execute(sa.delete(t).where(t.c.expires_at <= now)).rowcount
+            conn.commit()
+        return int(removed)
+
+    @_retry_on_disconnect
+    def keys_for_user(self, user_id: str, now: float) -> list[str]:
+        t = self.table
+        with self._connection() as conn:
+            rows = conn.execute(
+                sa.select(t.c.key).where(t.c.user_id == user_id, t.c.expires_at > now))
+            return [row.key for row in rows]
+
+    def check(self) -> None:
+        with self._connection() as conn:
+            conn.execute(sa.select(sa.literal(1)))
+        self.create_table()
+
+    def create_table(self) -> None:
+        """Create the schema (where the database has them), table and indexes if missing.
+
+        An existing table with another layout (Flask-Session's, say) is reported, never
+        altered or dropped.
+        """
+        schema = self.table.schema
+        with self._connection() as conn:
+            for last_try in (False, True):
+                try:
+                    if (schema and conn.dialect.name != "sqlite"
+                            and not sa.inspect(conn).has_schema(schema)):
+                        conn.execute(sa.schema.CreateSchema(schema, if_not_exists=True))
+                    self.table.create(conn, checkfirst=True)
+                    conn.commit()
+                    break
+                except sa_exc.DBAPIError:
+                    # Workers starting together: another one created it between our look
+                    # and our CREATE ("already exists"). Look again, once.
+                    conn.rollback()
+                    if last_try:
+                        raise
+            columns = {c["name"] for c in sa.inspect(conn).get_columns(self.table.name,
+                                                                       schema=schema)}
+        missing = [c for c in _REQUIRED_COLUMNS if c not in columns]
+        if missing:
+            raise ConfigurationError(
+                f"table {self.table.fullname!r} exists but is not a sessionkeeper sessions "
+                f"table (no column {', '.join(missing)}; Flask-Session's table has "
+                "id/session_id/data/expiry): set SESSION_SQLALCHEMY_TABLE to another name, "
+                "then copy its sessions over with 'flask sessions migrate --from-table "
+                f"{self.table.name}' (see docs/migrating.md)")
+
+    def close(self) -> None:
+        if self._owns_engine:
+            self.engine.dispose()
+
+
+def _table_in(metadata: sa.MetaData, name: str, schema: str | None) -> sa.Table:
+    """Our table in ``metadata``; reused when an earlier app registered the same one."""
+    existing = metadata.tables.get(f"{schema}.{name}" if schema else name)
+    if existing is None:
+        return session_table(name, metadata, schema)
+    if {c.name for c in existing.columns} != set(_REQUIRED_COLUMNS):
+        raise ConfigurationError(
+            f"the SQLAlchemy metadata already has a table {existing.fullname!r} of another "
+            "layout (one of the app's models?): set SESSION_SQLALCHEMY_TABLE to another name")
+    return existing
+
+
+# Limits in UTF-8 bytes: what fits the VARBINARY columns of MariaDB/MySQL fits everywhere.
+def _check_key(key: str) -> None:
+    if len(key.encode("utf-8")) > MAX_KEY_LENGTH:
+        raise ConfigurationError(
+            f"store keys are at most {MAX_KEY_LENGTH} bytes in the sessions table; "
+            "shorten SESSION_KEY_PREFIX")
+
+
+def _check_user_id(user_id: str | None) -> None:
+    if user_id is not None and len(user_id.encode("utf-8")) > MAX_USER_ID_LENGTH:
+        raise ValueError(f"user ids are at most {MAX_USER_ID_LENGTH} bytes (UTF-8) in the "
+                         f"sessions table, not {len(user_id.encode('utf-8'))}")
+
+
+def _back_off(attempt: int) -> None:
+    # Random, growing pauses spread competing savers apart so one of them wins each round.
+    time.sleep(random.uniform(0, min(0.05, 0.001 * 2 ** min(attempt, 6))))
+
+
+# -- building from configuration ---------------------------------------------------------
+
+
+def engine_from_url(url: str | sa.URL, *, timeout: float = DEFAULT_TIMEOUT) -> sa.Engine:
+    """An engine for the store: short connect timeout, autocommit, fork-safe."""
+    try:
+        parsed = sa.make_url(url)
+    except sa_exc.ArgumentError as exc:
+        # Not echoed: a mistyped URL may still carry a password.
+        raise ConfigurationError(
+            "SESSION_SQLALCHEMY is not a database URL; use e.g. "
+            "'postgresql+psycopg2://user:password@host/db' or 'sqlite:///sessions.db'") from exc
+    backend = parsed.get_backend_name()
+    if backend == "sqlite" and parsed.database in (None, "", ":memory:"):
+        raise ConfigurationError(
+            "an in-memory SQLite database lives inside one connection and is lost with it: "
+            "give SESSION_SQLALCHEMY a file (sqlite:///path/sessions.db) or use "
+            "SESSION_TYPE='memory'")
+    # No pool_pre_ping: it costs a round trip per request; dead connections are retried
+    # once instead (_retry_on_disconnect).
+    options: dict[str, Any] = {"hide_parameters": True}
+    argument = _TIMEOUT_ARGUMENTS.get(parsed.get_driver_name())
+    if argument and argument not in parsed.query:
+        # sqlite3 and pg8000 take fractions of a second; the others whole seconds.
+        value = timeout if argument == "timeout" else max(1, math.ceil(timeout))
+        options["connect_args"] = {argument: value}
+    if backend in _AUTOCOMMIT_DIALECTS:
+        # Every operation is a single statement, so there is no transaction to reset.
+        options.update(isolation_level="AUTOCOMMIT", pool_reset_on_return=None)
+    try:
+        engine = sa.create_engine(parsed, **options)
+    except (ImportError, sa_exc.NoSuchModuleError) as exc:
+        raise ConfigurationError(
+            f"SESSION_SQLALCHEMY={parsed.render_as_string()!r} needs a database driver that "
+            f"is not installed ({exc}); install the one for {parsed.drivername}") from exc
+    _fresh_pool_after_fork(engine)
+    if backend == "sqlite":
+        _use_wal(engine)
+    return engine
+
+
+#: pools a forked child inherited; kept referenced so that garbage collection in the child
+#: never closes (and so terminates on the server) connections the parent still uses
+_INHERITED_POOLS: list[sa.pool.Pool] = []
+
+
+def _fresh_pool_after_fork(engine: sa.Engine) -> None:
+    # Connections opened before a fork (the start-up check, then gunicorn forks its
+    # workers) must not be shared by parent and child: the child starts a pool of its own.
+    if not hasattr(os, "register_at_fork"):
+        return
+    engine_ref = weakref.ref(engine)
+
+    def in_child() -> None:
+        inherited = engine_ref()
+        if inherited is not None:
+            _INHERITED_POOLS.append(inherited.pool)
+            inherited.dispose(close=False)
+
+    os.register_at_fork(after_in_child=in_child)
+
+
+def _use_wal(engine: sa.Engine) -> None:
+    # WAL lets readers run beside the one writer SQLite allows.
+    @sa.event.listens_for(engine, "connect")
+    def wal(dbapi_connection: Any, record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+        finally:
+            cursor.close()
+
+
+def _flask_sqlalchemy_engine(db: Any, bind_key: str | None) -> tuple[sa.Engine, sa.MetaData]:
+    """The engine and metadata of a Flask-SQLAlchemy ``db`` for the current app."""
+    from flask import has_app_context
+
+    if not has_app_context():
+        raise ConfigurationError(
+            "SESSION_SQLALCHEMY is a Flask-SQLAlchemy object, whose engines belong to an "
+            "app: build the session store inside app.app_context() (Session(app) does)")
+    try:
+        engines: Mapping[str | None, sa.Engine] = db.engines
+    except RuntimeError as exc:
+        raise ConfigurationError(
+            f"SESSION_SQLALCHEMY's Flask-SQLAlchemy object is not set up for this app ({exc}): "
+            "call db.init_app(app) before Session(app)") from exc
+    if bind_key not in engines:
+        known = ", ".join(repr(k) for k in engines if k is not None) or "none"
+        raise ConfigurationError(
+            f"SESSION_SQLALCHEMY_BIND_KEY={bind_key!r} is not in SQLALCHEMY_BINDS "
+            f"(configured bind keys: {known})")
+    metadata = db.metadatas.get(bind_key)
+    if metadata is None:
+        metadata = sa.MetaData(info={"bind_key": bind_key})
+    return engines[bind_key], metadata
+
+
+def _is_flask_sqlalchemy(value: object) -> bool:
+    try:
+        from flask_sqlalchemy import SQLAlchemy
+    except ImportError:
+        return False
+    return isinstance(value, SQLAlchemy)
+
+
+def _fallback_url(config: Mapping[str, Any], bind_key: str | None) -> Any:
+    # Flask-Session, given no SESSION_SQLALCHEMY, connects to the app's Flask-SQLAlchemy
+    # database: SQLALCHEMY_DATABASE_URI, or the SQLALCHEMY_BINDS entry of the bind key.
+    if bind_key is None:
+        return config.get("SQLALCHEMY_DATABASE_URI")
+    bound = (config.get("SQLALCHEMY_BINDS") or {}).get(bind_key)
+    return bound.get("url") if isinstance(bound, Mapping) else bound
+
+
+def _sqlite_in_instance_folder(url: str | sa.URL, instance_path: str) -> str | sa.URL:
+    """A relative SQLite path taken inside the instance folder, as Flask-SQLAlchemy does.
+
+    So ``sqlite:///app.db`` names the same file here as in SQLALCHEMY_DATABASE_URI.
+    """
+    try:
+        parsed = sa.make_url(url)
+    except sa_exc.ArgumentError:
+        return url  # engine_from_url says what is wrong with it
+    path = parsed.database
+    if (parsed.get_backend_name() != "sqlite" or not path or path == ":memory:"
+            or path.startswith("file:") or os.path.isabs(path)):
+        return url
+    os.makedirs(instance_path, exist_ok=True)
+    return parsed.set(database=os.path.join(instance_path, path))
+
+
+def _optional_name(config: Mapping[str, Any], name: str) -> str | None:
+    value = config.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigurationError(f"{name} must be a non-empty name, not {value!r}")
+    return value
+
+
+def store_from_settings(settings: Settings, codec: ValueCodec) -> SQLAlchemyStore:
+    """The store ``SESSION_SQLALCHEMY*`` describes (not yet checked)."""
+    config = settings.config
+    table = _optional_name(config, "SESSION_SQLALCHEMY_TABLE") or DEFAULT_TABLE
+    schema = _optional_name(config, "SESSION_SQLALCHEMY_SCHEMA")
+    bind_key = _optional_name(config, "SESSION_SQLALCHEMY_BIND_KEY")
+    timeout = seconds(config.get("SESSION_SQLALCHEMY_TIMEOUT", DEFAULT_TIMEOUT),
+                      "SESSION_SQLALCHEMY_TIMEOUT")
+    _check_key(settings.key_prefix + "0" * 64)
+    source = config.get("SESSION_SQLALCHEMY")
+    if source is None:
+        source = _fallback_url(config, bind_key)
+        if source is None:
+            raise ConfigurationError(
+                "SESSION_TYPE='sqlalchemy' needs SESSION_SQLALCHEMY: a Flask-SQLAlchemy "
+                "object, a SQLAlchemy Engine or a database URL (or set "
+                "SQLALCHEMY_DATABASE_URI)")
+    elif bind_key is not None and not _is_flask_sqlalchemy(source):
+        raise ConfigurationError(
+            "SESSION_SQLALCHEMY_BIND_KEY picks one engine of a Flask-SQLAlchemy object; "
+            "with an Engine or a URL in SESSION_SQLALCHEMY, leave it unset")
+    if isinstance(source, str | sa.URL):
+        url = _sqlite_in_instance_folder(source, settings.instance_path)
+        return SQLAlchemyStore(engine_from_url(url, timeout=timeout), table=table,
+                               schema=schema, codec=codec, owns_engine=True)
+    if isinstance(source, sa.Engine):
+        return SQLAlchemyStore(source, table=table, schema=schema, codec=codec)
+    if _is_flask_sqlalchemy(source):
+        engine, metadata = _flask_sqlalchemy_engine(source, bind_key)
+        return SQLAlchemyStore(engine, table=table, schema=schema, metadata=metadata,
+                               codec=codec)
+    raise ConfigurationError(
+        f"SESSION_SQLALCHEMY must be a Flask-SQLAlchemy object (db = SQLAlchemy(app)), a "
+        f"SQLAlchemy Engine or a database URL string, not {type(source).__name__}")

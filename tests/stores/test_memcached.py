@@ -1,0 +1,628 @@
+"""The memcached store, against real throwaway memcached servers.
+
+Covers what the shared suites cannot: the SESSION_MEMCACHED forms, the work each request
+costs on the server (read from memcached's own ``stats``), CAS under concurrent writers,
+server TTLs (memcached reads expiries over 30 days as unix times), safe keys, the item
+size limit, and outages of a server that later comes back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from typing import Any
+
+import msgspec
+import pytest
+from flask import Flask, session
+from providers import memcached as provider
+from pymemcache.client.base import Client, PooledClient
+from pymemcache.client.hash import HashClient
+from servers import ServerGroup, start_memcached, start_or_skip
+
+from sessionkeeper.errors import ConfigurationError, SessionKeeperError, StoreUnavailable
+from sessionkeeper.ids import storage_key
+from sessionkeeper.serialization import ValueCodec
+from sessionkeeper.stores.base import SessionRecord, SessionUpdate
+from sessionkeeper.stores.memcached import (
+    INDEX_PRUNE_AT,
+    MAX_KEY_LENGTH,
+    MemcachedItemTooLarge,
+    MemcachedStore,
+    build_client,
+    client_from_setting,
+    memcached_key,
+    parse_address,
+)
+
+DAY = 24 * 3600
+COUNTED = ("cmd_get", "cmd_set", "cmd_touch", "cas_hits", "cas_badval", "cas_misses")
+
+
+# -- servers and helpers ---------------------------------------------------------------
+@pytest.fixture(scope="module")
+def shared() -> ServerGroup:
+    """The provider's two servers (8 MB items), shared with the other suites."""
+    return provider.servers()
+
+
+@pytest.fixture
+def dedicated() -> Iterator[ServerGroup]:
+    """One server of this test's own, so its stats count only this test's work."""
+    group = start_or_skip(start_memcached, 1)
+    yield group
+    group.stop()
+
+
+def address(server: tuple[str, int]) -> str:
+    return f"{server[0]}:{server[1]}"
+
+
+def unused_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def stats(server: tuple[str, int]) -> dict[str, int]:
+    client = Client(server, connect_timeout=5, timeout=5)
+    try:
+        raw = client.stats()
+    finally:
+        client.close()
+    return {name: int(raw[name.encode()]) for name in (*COUNTED, "curr_items")}
+
+
+def ops_during(server: tuple[str, int], action: Callable[[], Any]) -> dict[str, int]:
+    """What ``action`` made the server do: deltas of its command counters."""
+    before = stats(server)
+    action()
+    after = stats(server)
+    return {name: after[name] - before[name] for name in COUNTED}
+
+
+def no_ops(**counts: int) -> dict[str, int]:
+    return {name: counts.get(name, 0) for name in COUNTED}
+
+
+def server_ttl(server: tuple[str, int], key: str) -> int | None:
+    """The remaining TTL memcached holds for ``key`` (meta get), None when absent."""
+    with socket.create_connection(server, timeout=5) as conn:
+        conn.sendall(f"mg {key} t\r\n".encode())
+        reply = conn.recv(4096).decode()
+    if reply.startswith("EN"):
+        return None
+    assert reply.startswith("HD"), reply
+    return int(reply.split()[1][1:])
+
+
+def session_app(make_app: Callable[..., Flask], config: dict[str, Any]) -> Flask:
+    app = make_app(config)
+
+    @app.route("/ping")
+    def ping() -> str:
+        return "pong"
+
+    @app.route("/read")
+    def read() -> str:
+        return f"welcome {session['user']}" if "user" in session else "please log in"
+
+    @app.route("/login/<name>", methods=["POST"])
+    def login(name: str) -> str:
+        session["user"] = name
+        return "ok"
+
+    @app.route("/set/<key>", methods=["POST"])
+    def set_value(key: str) -> str:
+        session[key] = key.upper()
+        return "ok"
+
+    @app.route("/keys")
+    def keys() -> str:
+        return ",".join(sorted(session.keys()))
+
+    @app.route("/bind/<user_id>", methods=["POST"])
+    def bind(user_id: str) -> str:
+        session.login(user_id)  # type: ignore[attr-defined]
+        return "ok"
+
+    return app
+
+
+def cookie_of(response: Any) -> str:
+    header = response.headers["Set-Cookie"]
+    return str(header.split(";", 1)[0].split("=", 1)[1])
+
+
+def record(values: dict[str, bytes] | None = None, lifetime: float = 3600,
+           user_id: str | None = None) -> SessionRecord:
+    now = time.time()
+    return SessionRecord(values=values or {}, created_at=now, accessed_at=now,
+                         expires_at=now + lifetime, permanent=True, user_id=user_id)
+
+
+def delta(set_values: dict[str, bytes] | None = None, **fields: Any) -> SessionUpdate:
+    now = time.time()
+    base: dict[str, Any] = dict(set_values=set_values or {}, deleted_keys=set(),
+                                replace=False, accessed_at=now, expires_at=now + 3600,
+                                permanent=True)
+    base.update(fields)
+    return SessionUpdate(**base)
+
+
+@pytest.fixture
+def store(shared: ServerGroup) -> Iterator[MemcachedStore]:
+    with provider.store(ValueCodec()) as made:
+        yield made
+
+
+# -- SESSION_MEMCACHED -----------------------------------------------------------------
+@pytest.mark.parametrize(("given", "expected"), [
+    ("10.0.0.5:11300", ("10.0.0.5", 11300)),
+    ("cache.internal", ("cache.internal", 11211)),
+    (" cache:11212 ", ("cache", 11212)),
+    ("[::1]:11300", ("::1", 11300)),
+    ("[::1]", ("::1", 11211)),
+    (("cache", 11213), ("cache", 11213)),
+    (("cache", "11214"), ("cache", 11214)),
+    ("/run/memcached.sock", "/run/memcached.sock"),
+    ("unix:/run/memcached.sock", "/run/memcached.sock"),
+])
+def test_addresses_are_read_like_pymemcache_reads_them(given: Any, expected: Any) -> None:
+    assert parse_address(given) == expected
+
+
+@pytest.mark.parametrize("given", [
+    "cache:eleven", "cache:0", "cache:70000", "::1:11211", "", "   ", ":11211",
+    ("cache", True), ("cache", 1.5), 11211,
+])
+def test_bad_addresses_fail_with_a_message(given: Any) -> None:
+    with pytest.raises(ConfigurationError, match=r"memcached|SESSION_MEMCACHED"):
+        parse_address(given)
+
+
+@pytest.mark.parametrize("given", [42, {"host": "cache"}, object(), b"127.0.0.1:11211"])
+def test_other_types_are_rejected_at_start_up_saying_what_is_accepted(
+        make_app: Callable[..., Flask], given: Any) -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        make_app(SESSION_TYPE="memcached", SESSION_MEMCACHED=given)
+    message = str(caught.value)
+    assert "SESSION_MEMCACHED must be a pymemcache Client, PooledClient or HashClient" in message
+    assert "host:port" in message and "list of addresses" in message
+
+
+def test_an_empty_address_list_is_rejected(make_app: Callable[..., Flask]) -> None:
+    with pytest.raises(ConfigurationError, match="at least one address"):
+        make_app(SESSION_TYPE="memcached", SESSION_MEMCACHED=[])
+
+
+def test_a_server_nobody_runs_fails_start_up_naming_it(make_app: Callable[..., Flask]) -> None:
+    where = f"127.0.0.1:{unused_port()}"
+    with pytest.raises(ConfigurationError) as caught:
+        make_app(SESSION_TYPE="memcached", SESSION_MEMCACHED=where)
+    assert "memcached" in str(caught.value)
+    assert where.split(":")[1] in str(caught.value)
+
+
+def test_a_bad_timeout_is_rejected(make_app: Callable[..., Flask], shared: ServerGroup) -> None:
+    with pytest.raises(ConfigurationError, match="SESSION_MEMCACHED_TIMEOUT"):
+        make_app(SESSION_TYPE="memcached", SESSION_MEMCACHED=address(shared[0]),
+                 SESSION_MEMCACHED_TIMEOUT="fast")
+
+
+def test_the_timeout_reaches_the_client(make_app: Callable[..., Flask],
+                                        shared: ServerGroup) -> None:
+    app = make_app(SESSION_TYPE="memcached", SESSION_MEMCACHED=address(shared[0]),
+                   SESSION_MEMCACHED_TIMEOUT=timedelta(milliseconds=2500))
+    client = app.extensions["sessionkeeper"].backend.store.client
+    assert (client.timeout, client.connect_timeout) == (2.5, 2.5)
+
+
+def test_unset_means_the_local_default_server() -> None:
+    client = client_from_setting(None)
+    assert isinstance(client, PooledClient)
+    assert client.server == ("127.0.0.1", 11211)
+
+
+def test_built_clients_are_pooled_with_nodelay_and_short_timeouts() -> None:
+    single = client_from_setting("cache:11211", timeout=0.5)
+    assert isinstance(single, PooledClient)
+    assert single.no_delay and single.timeout == 0.5 and single.connect_timeout == 0.5
+
+    several = client_from_setting(["cache-a:11211", ("cache-b", 11212)])
+    assert isinstance(several, HashClient) and several.use_pooling
+    servers = list(several.clients.values())
+    assert {s.server for s in servers} == {("cache-a", 11211), ("cache-b", 11212)}
+    for server in servers:
+        assert isinstance(server, PooledClient)
+        assert server.no_delay and server.timeout == 1.0 and server.connect_timeout == 1.0
+
+
+def test_a_given_client_without_nodelay_is_used_but_warned_about(
+        make_app: Callable[..., Flask], shared: ServerGroup,
+        caplog: pytest.LogCaptureFixture) -> None:
+    client = Client(shared[0], connect_timeout=5, timeout=5)
+    with caplog.at_level(logging.WARNING, logger="sessionkeeper"):
+        app = make_app(SESSION_TYPE="memcached", SESSION_MEMCACHED=client)
+    assert "no_delay=False" in caplog.text
+    assert app.extensions["sessionkeeper"].backend.store.client is client
+
+
+def login_read_logout(app: Flask) -> None:
+    client = app.test_client()
+    assert client.get("/read").text == "please log in"
+    client.post("/login/laowang")
+    assert client.get("/read").text == "welcome laowang"
+    client.get("/ping")
+    client.delete_cookie("session")
+    assert client.get("/read").text == "please log in"
+
+
+def test_a_plain_client_is_used_as_given(make_app: Callable[..., Flask],
+                                         shared: ServerGroup) -> None:
+    client = Client(shared[0], connect_timeout=5, timeout=5, no_delay=True)
+    prefix = "mc-plain:"
+    app = session_app(make_app, {"SESSION_TYPE": "memcached", "SESSION_MEMCACHED": client,
+                                 "SESSION_KEY_PREFIX": prefix})
+    browser = app.test_client()
+    sid = cookie_of(browser.post("/login/laowang"))
+    assert browser.get("/read").text == "welcome laowang"
+    # The record is on that server, under the prefix and the hash of the id.
+    assert client.get(prefix + storage_key(sid)) is not None
+    login_read_logout(app)
+
+
+def test_a_hash_client_spreads_sessions_over_both_servers(
+        make_app: Callable[..., Flask], shared: ServerGroup) -> None:
+    client = HashClient(list(shared), use_pooling=True, no_delay=True,
+                        connect_timeout=5, timeout=5)
+    prefix = "mc-hash:"
+    app = session_app(make_app, {"SESSION_TYPE": "memcached", "SESSION_MEMCACHED": client,
+                                 "SESSION_KEY_PREFIX": prefix})
+    keys = []
+    for n in range(24):
+        browser = app.test_client()
+        keys.append(prefix + storage_key(cookie_of(browser.post(f"/login/user{n}"))))
+        assert browser.get("/read").text == f"welcome user{n}"
+    per_server = [Client(server, connect_timeout=5, timeout=5).get_many(keys)
+                  for server in shared]
+    assert all(per_server), "every server holds some sessions"
+    assert sum(len(found) for found in per_server) == len(keys), "each session is on one"
+
+
+@pytest.mark.parametrize("form", ["strings", "tuples", "comma-separated", "one string",
+                                  "one tuple"])
+def test_addresses_work_in_every_form(make_app: Callable[..., Flask], shared: ServerGroup,
+                                      form: str) -> None:
+    setting: Any = {
+        "strings": [address(s) for s in shared],
+        "tuples": list(shared),
+        "comma-separated": ",".join(address(s) for s in shared),
+        "one string": address(shared[0]),
+        "one tuple": tuple(shared[0]),
+    }[form]
+    app = session_app(make_app, {"SESSION_TYPE": "memcached", "SESSION_MEMCACHED": setting,
+                                 "SESSION_MEMCACHED_TIMEOUT": 5})
+    login_read_logout(app)
+
+
+# -- what each request costs on the server ---------------------------------------------
+def test_server_work_per_request(make_app: Callable[..., Flask],
+                                 dedicated: ServerGroup) -> None:
+    server = dedicated[0]
+    app = session_app(make_app, {"SESSION_TYPE": "memcached",
+                                 "SESSION_MEMCACHED": address(server)})
+    browser = app.test_client()
+
+    assert ops_during(server, lambda: browser.get("/ping")) == no_ops()
+    assert ops_during(server, lambda: browser.post("/login/laowang")) == no_ops(cmd_set=1)
+    assert ops_during(server, lambda: browser.get("/read")) == no_ops(cmd_get=1)
+    # A change reuses the CAS token of the request's own read: one gets, one cas.
+    assert ops_during(server, lambda: browser.post("/set/theme")) == no_ops(
+        cmd_get=1, cmd_set=1, cas_hits=1)
+    assert ops_during(server, lambda: browser.get("/ping")) == no_ops()
+    assert browser.get("/keys").text == "theme,user"
+
+
+def test_login_lists_the_session_under_its_user(make_app: Callable[..., Flask],
+                                                dedicated: ServerGroup) -> None:
+    server = dedicated[0]
+    app = session_app(make_app, {"SESSION_TYPE": "memcached",
+                                 "SESSION_MEMCACHED": address(server)})
+    store = app.extensions["sessionkeeper"].backend.store
+    phone, laptop = app.test_client(), app.test_client()
+    phone.post("/login/laowang")
+    laptop.post("/login/laowang")
+    # The request's read, the user's list (gets + add), the new id (set), the old id gone.
+    assert ops_during(server, lambda: phone.post("/bind/42")) == no_ops(cmd_get=2, cmd_set=2)
+    laptop.post("/bind/42")
+    keys = {"session:" + storage_key(browser.get_cookie("session").value)  # type: ignore[union-attr]
+            for browser in (phone, laptop)}
+    assert set(store.keys_for_user("42", time.time())) == keys
+    assert phone.get("/read").text == "welcome laowang"
+
+
+def test_a_refresh_is_one_cas(make_app: Callable[..., Flask], dedicated: ServerGroup) -> None:
+    server = dedicated[0]
+    app = session_app(make_app, {"SESSION_TYPE": "memcached",
+                                 "SESSION_MEMCACHED": address(server),
+                                 "SESSION_REFRESH_FRACTION": 0})  # refresh on every read
+    browser = app.test_client()
+    browser.post("/login/laowang")
+    assert ops_during(server, lambda: browser.get("/read")) == no_ops(
+        cmd_get=1, cmd_set=1, cas_hits=1)
+
+
+@pytest.mark.filterwarnings("ignore:The 'session' cookie is too large")
+def test_a_hostile_cookie_never_reaches_memcached(make_app: Callable[..., Flask],
+                                                  dedicated: ServerGroup) -> None:
+    server = dedicated[0]
+    app = session_app(make_app, {"SESSION_TYPE": "memcached",
+                                 "SESSION_MEMCACHED": address(server)})
+    browser = app.test_client()
+    for value in ("x" * 5000, "a b\r\nset evil 0 0 1", "\x00" * 40):
+        browser.set_cookie("session", value)
+        response = None
+
+        def visit(value: str = value) -> None:
+            nonlocal response
+            response = browser.get("/read")
+
+        assert ops_during(server, visit) == no_ops()
+        assert response is not None and response.status_code == 200
+        assert response.text == "please log in"
+
+
+# -- concurrency -----------------------------------------------------------------------
+def test_concurrent_writers_of_distinct_keys_lose_nothing(
+        make_app: Callable[..., Flask], shared: ServerGroup) -> None:
+    app = session_app(make_app, {"SESSION_TYPE": "memcached",
+                                 "SESSION_MEMCACHED": [address(s) for s in shared],
+                                 "SESSION_MEMCACHED_TIMEOUT": 5})
+    first = app.test_client()
+    token = cookie_of(first.post("/login/laowang"))
+    writers = 50
+    start = threading.Barrier(writers)
+    statuses: list[int] = []
+
+    def write(n: int) -> None:
+        browser = app.test_client()
+        browser.set_cookie("session", token)
+        start.wait()
+        statuses.append(browser.post(f"/set/k{n:02d}").status_code)
+
+    threads = [threading.Thread(target=write, args=(n,)) for n in range(writers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert statuses == [200] * writers
+    expected = sorted([f"k{n:02d}" for n in range(writers)] + ["user"])
+    assert first.get("/keys").text == ",".join(expected)
+
+
+def test_a_write_between_read_and_save_is_merged_not_lost(store: MemcachedStore) -> None:
+    key = "session:" + "a" * 64
+    store.create(key, record({"a": b"1"}))
+    assert store.load(key, time.time()) is not None  # this thread now holds a CAS token
+    other = MemcachedStore(store.client)
+    result: list[bool] = []
+    writer = threading.Thread(target=lambda: result.append(other.update(key, delta({"b": b"2"}))))
+    writer.start()
+    writer.join()
+    assert result == [True]
+    assert store.update(key, delta({"c": b"3"}))  # stale token: re-read, merge, retry
+    loaded = store.load(key, time.time())
+    assert loaded is not None and loaded.values == {"a": b"1", "b": b"2", "c": b"3"}
+
+
+# -- store behaviour -------------------------------------------------------------------
+def test_update_and_touch_never_recreate_a_deleted_record(store: MemcachedStore) -> None:
+    key = "session:" + "b" * 64
+    store.create(key, record({"a": b"1"}))
+    assert store.load(key, time.time()) is not None
+    store.delete(key)
+    assert store.update(key, delta({"b": b"2"})) is False
+    store.touch(key, time.time(), time.time() + 3600)
+    assert store.load(key, time.time()) is None
+    store.delete(key)  # deleting what is gone is fine
+
+
+def test_server_ttls_follow_expiry_even_past_thirty_days(shared: ServerGroup) -> None:
+    server = shared[0]
+    prefix = f"mc-ttl-{time.monotonic_ns()}:"
+    store = MemcachedStore(build_client([server], timeout=5, key_prefix=prefix))
+    cases = {"hour": 3600, "thirty-days": 30 * DAY, "forty-days": 40 * DAY, "a-year": 365 * DAY}
+    for name, lifetime in cases.items():
+        store.create(name, record({"v": b"1"}, lifetime=lifetime))
+    for name, lifetime in cases.items():
+        ttl = server_ttl(server, prefix + name)
+        # memcached's clock ticks in whole seconds and absolute times are rounded up.
+        assert ttl is not None and lifetime - 5 <= ttl <= lifetime + 5, (name, ttl)
+        assert store.load(name, time.time()) is not None
+    # A touch moves the server TTL too.
+    store.touch("hour", time.time(), time.time() + 2 * 3600)
+    ttl = server_ttl(server, prefix + "hour")
+    assert ttl is not None and 2 * 3600 - 5 <= ttl <= 2 * 3600 + 5
+    # An already expired record is dropped by the server, not just hidden by load().
+    store.create("gone", record({"v": b"1"}, lifetime=-10))
+    assert server_ttl(server, prefix + "gone") is None
+    store.close()
+
+
+def test_load_hides_records_past_their_expiry(store: MemcachedStore) -> None:
+    key = "session:" + "c" * 64
+    store.create(key, record({"a": b"1"}, lifetime=60))
+    assert store.load(key, time.time()) is not None
+    assert store.load(key, time.time() + 61) is None
+
+
+def test_a_foreign_item_at_a_session_key_reads_as_no_session(store: MemcachedStore) -> None:
+    key = "session:" + "d" * 64
+    store.client.set(key, b"\xff not a record", noreply=False)
+    assert store.load(key, time.time()) is None
+    assert store.update(key, delta({"a": b"1"})) is False
+
+
+def test_sessions_of_a_user_are_listed_and_follow_changes(store: MemcachedStore) -> None:
+    now = time.time()
+    phone, laptop, other = ("session:" + c * 64 for c in "efg")
+    store.create(phone, record({"a": b"1"}, user_id="42"))
+    store.create(laptop, record({"a": b"1"}, user_id="42"))
+    store.create(other, record({"a": b"1"}))
+    assert sorted(store.keys_for_user("42", now)) == sorted([phone, laptop])
+    assert store.keys_for_user("7", now) == []
+
+    assert store.update(other, delta(user_id="42", user_id_changed=True))
+    assert store.update(laptop, delta(user_id="7", user_id_changed=True))
+    store.delete(phone)
+    assert store.keys_for_user("42", now) == [other]
+    assert store.keys_for_user("7", now) == [laptop]
+    assert store.keys_for_user("42", now + 7200) == []  # expired by then
+
+
+def test_a_long_lived_user_index_stays_small(store: MemcachedStore) -> None:
+    keys = [f"session:{n:064x}" for n in range(40)]
+    for key in keys:
+        store.create(key, record({"a": b"1"}, user_id="busy"))
+        store.delete(key)  # logged out again at once
+    index_key = "session:user:" + hashlib.sha256(b"busy").hexdigest()
+    index = msgspec.msgpack.decode(store.client.get(index_key))
+    assert 1 <= len(index) <= INDEX_PRUNE_AT  # pruned as it grew, not 40 entries
+    assert store.keys_for_user("busy", time.time()) == []
+
+
+@pytest.mark.parametrize("prefix", ["my app:", "sess\tion:", "séance:", "p" * 300])
+def test_any_key_prefix_gives_valid_memcached_keys(make_app: Callable[..., Flask],
+                                                   shared: ServerGroup, prefix: str) -> None:
+    app = session_app(make_app, {"SESSION_TYPE": "memcached",
+                                 "SESSION_MEMCACHED": [address(s) for s in shared],
+                                 "SESSION_MEMCACHED_TIMEOUT": 5, "SESSION_KEY_PREFIX": prefix})
+    login_read_logout(app)
+
+
+@pytest.mark.parametrize("key", ["a b", "a\x01b", "ключ", "k" * 251, "", "x\r\nget y"])
+def test_keys_memcached_would_refuse_become_fixed_length_hashes(key: str) -> None:
+    safe = memcached_key(key)
+    assert len(safe) <= MAX_KEY_LENGTH and safe.isascii() and safe.isprintable()
+    assert " " not in safe and safe != key
+
+
+def test_plain_keys_are_kept_readable() -> None:
+    key = "session:" + storage_key("abc")
+    assert memcached_key(key) == key
+
+
+# -- the item size limit ---------------------------------------------------------------
+def test_a_record_over_the_item_limit_raises_a_clear_error(dedicated: ServerGroup) -> None:
+    store = MemcachedStore(build_client(list(dedicated), timeout=5))
+    big = {"blob": ValueCodec().encode("x" * (2 * 1024 * 1024))}
+    with pytest.raises(MemcachedItemTooLarge, match="-I") as caught:
+        store.create("session:big", record(big))
+    assert isinstance(caught.value, SessionKeeperError)
+    store.create("session:small", record({"a": b"1"}))  # the server is still fine
+    assert store.load("session:small", time.time()) is not None
+    store.close()
+
+
+def test_a_server_started_with_a_larger_limit_keeps_large_sessions(
+        store: MemcachedStore) -> None:
+    key = "session:" + "h" * 64
+    big = ValueCodec().encode("0123456789abcdef" * (3 * 65536))  # 3 MB, encoded as the core does
+    store.create(key, record({"blob": big}))
+    assert store.update(key, delta({"more": big}))
+    loaded = store.load(key, time.time())
+    assert loaded is not None and loaded.values == {"blob": big, "more": big}
+
+
+# -- outages ---------------------------------------------------------------------------
+def test_an_outage_answers_503_and_the_app_recovers_when_the_server_returns(
+        make_app: Callable[..., Flask], dedicated: ServerGroup) -> None:
+    server = dedicated[0]
+    app = session_app(make_app, {"SESSION_TYPE": "memcached",
+                                 "SESSION_MEMCACHED": address(server)})
+    browser = app.test_client()
+    browser.post("/login/laowang")
+    assert browser.get("/read").text == "welcome laowang"
+
+    dedicated.stop()
+    assert browser.get("/read").status_code == 503
+    assert browser.post("/set/theme").status_code == 503
+    assert browser.get("/ping").status_code == 200  # views without the session are fine
+
+    back = start_or_skip(start_memcached, 1, port=server[1])
+    try:
+        # memcached keeps nothing across a restart: the session is gone, not broken.
+        response = browser.get("/read")
+        assert (response.status_code, response.text) == (200, "please log in")
+        browser.post("/login/laowang")
+        assert browser.get("/read").text == "welcome laowang"
+    finally:
+        back.stop()
+
+
+def test_a_quick_server_restart_costs_no_failed_request(make_app: Callable[..., Flask],
+                                                        dedicated: ServerGroup) -> None:
+    server = dedicated[0]
+    app = session_app(make_app, {"SESSION_TYPE": "memcached",
+                                 "SESSION_MEMCACHED": address(server)})
+    browser = app.test_client()
+    browser.post("/login/laowang")
+    assert browser.get("/read").text == "welcome laowang"
+    dedicated.stop()  # restarted while no request needed it: pooled connections are stale
+    back = start_or_skip(start_memcached, 1, port=server[1])
+    try:
+        response = browser.get("/read")
+        assert (response.status_code, response.text) == (200, "please log in")
+    finally:
+        back.stop()
+
+
+@pytest.mark.parametrize("setting", ["addresses", "a HashClient with pymemcache defaults"])
+def test_a_dead_server_fails_its_own_sessions_only(make_app: Callable[..., Flask],
+                                                   dedicated: ServerGroup, setting: str) -> None:
+    doomed, survivor = dedicated[0], start_or_skip(start_memcached, 1)
+    servers = [doomed, survivor[0]]
+    try:
+        app = session_app(make_app, {
+            "SESSION_TYPE": "memcached",
+            "SESSION_MEMCACHED": ([address(s) for s in servers] if setting == "addresses" else
+                                  HashClient(servers, use_pooling=True, no_delay=True,
+                                             connect_timeout=5, timeout=5)),
+        })
+        browsers = []
+        for n in range(16):
+            browser = app.test_client()
+            sid = cookie_of(browser.post(f"/login/user{n}"))
+            browsers.append((n, browser, "session:" + storage_key(sid)))
+        kept = set(Client(survivor[0], connect_timeout=5, timeout=5).get_many(
+            [key for _, _, key in browsers]))
+        assert 0 < len(kept) < len(browsers), "sessions landed on both servers"
+
+        dedicated.stop()
+        for n, browser, key in browsers:
+            if key in kept:
+                response = browser.get("/read")
+                assert (response.status_code, response.text) == (200, f"welcome user{n}")
+        n, browser, key = next(b for b in browsers if b[2] not in kept)
+        for _ in range(2):  # the second finds the server marked as failing by the first
+            response = browser.get("/read")
+            # Unreachable is a 503, not a silent logout: no new session is issued.
+            assert response.status_code == 503
+            assert "Set-Cookie" not in response.headers
+    finally:
+        survivor.stop()
+
+
+def test_store_calls_wrap_connection_errors() -> None:
+    store = MemcachedStore(build_client([("127.0.0.1", unused_port())], timeout=1))
+    for call in (lambda: store.load("k", time.time()), store.check,
+                 lambda: store.create("k", record()), lambda: store.delete("k")):
+        with pytest.raises(StoreUnavailable) as caught:
+            call()
+        assert caught.value.store == "memcached"
