@@ -146,9 +146,9 @@ class FileSystemStore(SessionStore):
 
     def check(self) -> None:
         try:
-            probe = self.directory / ".probe"
-            probe.write_bytes(b"")
-            probe.unlink()
+            # A probe of its own: workers starting together must not delete each other's.
+            with tempfile.NamedTemporaryFile(dir=self.directory, prefix=".probe-"):
+                pass
         except OSError as exc:
             raise StoreUnavailable(f"filesystem at {self.directory}", exc) from exc
 

@@ -44,6 +44,7 @@ from ..errors import ConfigurationError, StoreUnavailable
 from ..serialization import ValueCodec
 from ..settings import Settings, seconds
 from .base import SessionRecord, SessionStore, SessionUpdate
+from .sqlite_wal import use_wal
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -433,7 +434,7 @@ def engine_from_url(url: str | sa.URL, *, timeout: float = DEFAULT_TIMEOUT) -> s
             f"is not installed ({exc}); install the one for {parsed.drivername}") from exc
     _fresh_pool_after_fork(engine)
     if backend == "sqlite":
-        _use_wal(engine)
+        _use_wal(engine, timeout)
     return engine
 
 
@@ -458,15 +459,11 @@ def _fresh_pool_after_fork(engine: sa.Engine) -> None:
     os.register_at_fork(after_in_child=in_child)
 
 
-def _use_wal(engine: sa.Engine) -> None:
+def _use_wal(engine: sa.Engine, timeout: float) -> None:
     # WAL lets readers run beside the one writer SQLite allows.
     @sa.event.listens_for(engine, "connect")
     def wal(dbapi_connection: Any, record: Any) -> None:
-        cursor = dbapi_connection.cursor()
-        try:
-            cursor.execute("PRAGMA journal_mode=WAL")
-        finally:
-            cursor.close()
+        use_wal(dbapi_connection, timeout)
 
 
 def _flask_sqlalchemy_engine(db: Any, bind_key: str | None) -> tuple[sa.Engine, sa.MetaData]:

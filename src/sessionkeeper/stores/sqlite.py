@@ -17,6 +17,7 @@ from pathlib import Path
 from ..errors import StoreUnavailable
 from ..serialization import ValueCodec
 from .base import SessionRecord, SessionStore, SessionUpdate
+from .sqlite_wal import use_wal
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS {t} (
@@ -81,7 +82,7 @@ class SQLiteStore(SessionStore):
             self.path.parent.mkdir(parents=True, exist_ok=True)
             # Autocommit mode: single statements commit alone; writes take BEGIN IMMEDIATE.
             conn = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
+            use_wal(conn, self.timeout)
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.executescript(_SCHEMA.format(t=self.table))
         except (sqlite3.Error, OSError) as exc:
