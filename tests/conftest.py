@@ -87,7 +87,20 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     """
     outcome: Any = yield
     report = outcome.get_result()
-    if STRICT and report.skipped and not hasattr(report, "wasxfail"):
+    if not hasattr(report, "wasxfail"):
+        _fail_forbidden_skip(report)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector: pytest.Collector) -> Iterator[None]:
+    """The same rule for a whole module skipped while it is collected (a missing
+    package, say): in CI that is a failure too, not a quiet skip."""
+    outcome: Any = yield
+    _fail_forbidden_skip(outcome.get_result())
+
+
+def _fail_forbidden_skip(report: pytest.TestReport | pytest.CollectReport) -> None:
+    if STRICT and report.skipped:
         longrepr = report.longrepr
         reason = str(longrepr[-1]) if isinstance(longrepr, tuple) else str(longrepr)
         if not any(allowed in reason for allowed in ALLOWED_STRICT_SKIPS):
