@@ -211,6 +211,27 @@ def test_cookie_sessions_signal_their_lifecycle_too(make_app: MakeApp) -> None:
     assert by_name["expired"]["reason"] == "idle or lifetime timeout"
 
 
+def test_cookie_sessions_signal_a_login_and_a_regeneration(make_app: MakeApp) -> None:
+    app = add_views(make_app(SESSION_TYPE="cookie"))
+
+    @app.post("/regenerate")
+    def regenerate() -> str:
+        session.regenerate()  # type: ignore[attr-defined]
+        return "ok"
+
+    browser = app.test_client()
+    with recorded() as events:
+        browser.post("/remember")
+        browser.post("/login/42")
+        browser.post("/regenerate")
+        app.test_client().post("/login/7")  # a login that starts the session: created
+
+    assert names(events) == ["created", "regenerated", "regenerated", "created"]
+    regenerated = [kwargs for name, kwargs in events if name == "regenerated"]
+    assert regenerated == [{"log_id": "-", "old_log_id": "-", "user_id": "42"}] * 2
+    assert events[-1][1] == {"log_id": "-", "user_id": "7"}
+
+
 def test_a_tampered_cookie_is_signalled_as_rejected(make_app: MakeApp) -> None:
     app = add_views(make_app(SESSION_TYPE="cookie"))
     browser = app.test_client()

@@ -124,6 +124,54 @@ def test_the_idle_timeout_also_caps_a_long_lifetime(make_app: MakeApp,
     assert max_age(response) == IDLE
 
 
+def restarted(app: Flask, clock: Clock, make_app: MakeApp, config: dict[str, Any],
+              **timeouts: Any) -> Flask:
+    """The app started again with new timeouts, on the same store and secret key."""
+    again = add_views(make_app(config, SECRET_KEY=app.config["SECRET_KEY"], **timeouts))
+    old, new = app.extensions["sessionkeeper"].backend, again.extensions["sessionkeeper"].backend
+    if isinstance(old, ServerSideSessions):
+        new.store = old.store  # what a persistent store shows the new process
+    new.clock = clock
+    return again
+
+
+@pytest.mark.parametrize("before", [{}, {"SESSION_IDLE_TIMEOUT": 3600}],
+                         ids=["idle-timeout-newly-set", "idle-timeout-shortened"])
+def test_a_restart_with_a_shorter_idle_timeout_ends_sessions_idle_longer(
+    make_app: MakeApp, app_config: dict[str, Any], before: dict[str, Any],
+) -> None:
+    app, clock = timed_app(make_app, app_config, **before)
+    browser = app.test_client()
+    browser.post("/login")
+    kept = browser.get_cookie("session").value  # type: ignore[union-attr]
+    clock.now += IDLE + 1
+
+    again = restarted(app, clock, make_app, app_config, SESSION_IDLE_TIMEOUT=IDLE)
+
+    assert replayed(again, kept).get("/me").text == "anonymous"
+
+
+def test_a_restart_with_a_shorter_idle_timeout_keeps_sessions_in_use(
+    make_app: MakeApp, app_config: dict[str, Any],
+) -> None:
+    app, clock = timed_app(make_app, app_config, SESSION_IDLE_TIMEOUT=3600)
+    browser = app.test_client()
+    browser.post("/login")
+    clock.now += IDLE / 2
+    assert browser.get("/me").text == "alice"  # too soon for a refresh under 3600 s
+    kept = browser.get_cookie("session").value  # type: ignore[union-attr]
+    clock.now += IDLE / 3
+
+    again = restarted(app, clock, make_app, app_config, SESSION_IDLE_TIMEOUT=IDLE)
+    user = replayed(again, kept)
+
+    for _ in range(10):  # five minutes, a read every half minute
+        assert user.get("/me").text == "alice"
+        clock.now += IDLE / 2
+    clock.now += IDLE / 2 + 1
+    assert user.get("/me").text == "anonymous"
+
+
 # -- absolute timeout ---------------------------------------------------------------------
 
 

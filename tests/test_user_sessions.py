@@ -173,6 +173,27 @@ def test_expired_sessions_drop_out_of_the_list_and_the_index(
         backend.key(phone.get_cookie("session").value)]  # type: ignore[union-attr]
 
 
+def test_a_restart_with_an_idle_timeout_drops_sessions_idle_longer_from_the_list(
+    make_app: MakeApp, server_config: dict[str, Any],
+) -> None:
+    app = add_views(make_app(server_config))
+    clock = Clock()
+    app.extensions["sessionkeeper"].backend.clock = clock
+    device(app, "alice", LAPTOP)
+    clock.now += 900
+    phone = device(app, "alice", PHONE)
+    clock.now += 200  # the laptop has been idle 1100 s, the phone 200 s
+
+    again = add_views(make_app(server_config, SECRET_KEY=app.config["SECRET_KEY"],
+                               SESSION_IDLE_TIMEOUT=600))
+    backend = again.extensions["sessionkeeper"].backend
+    backend.store, backend.clock = app.extensions["sessionkeeper"].backend.store, clock
+    phone_again = again.test_client()
+    phone_again.set_cookie("session", phone.get_cookie("session").value)  # type: ignore[union-attr]
+
+    assert [s["user_agent"] for s in listed(phone_again)] == [PHONE]
+
+
 def test_ended_sessions_drop_out_of_the_list(make_app: MakeApp,
                                              server_config: dict[str, Any]) -> None:
     app = add_views(make_app(server_config))

@@ -106,7 +106,7 @@ class UserSessions:
             record = backend.store.load(key, now)
             if (record is not None and record.user_id == user_id
                     and not backend.policy.is_expired(record.created_at, record.expires_at,
-                                                      now)):
+                                                      now, record.accessed_at)):
                 live.append((key, record))
         return live
 

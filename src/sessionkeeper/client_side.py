@@ -212,6 +212,11 @@ class CookieSessions:
             raise SessionTooLarge(size, self.max_size)
         if state.new:
             signals.session_created.send(self, log_id="-", user_id=state.user_id)
+        elif session.regenerate_requested:
+            # A login or regenerate() re-bound this cookie (the old one is revoked when
+            # it had a user): the same event server-side sessions send for a new id.
+            signals.session_regenerated.send(self, log_id="-", old_log_id="-",
+                                             user_id=state.user_id)
         session.mark_saved()
         state.new = False
         max_age = self.policy.cookie_max_age(self.policy.expires_at(state.created_at, now), now)

@@ -35,14 +35,27 @@ class ExpiryPolicy:
             end = min(end, created_at + self.absolute_timeout)
         return end
 
-    def is_expired(self, created_at: float, expires_at: float, now: float) -> bool:
+    def is_expired(self, created_at: float, expires_at: float, now: float,
+                   accessed_at: float | None = None) -> bool:
+        """Whether a session is over at ``now`` under this policy.
+
+        ``expires_at`` was computed with the policy in force when the session was last
+        written, so the timeouts are checked again against the times it keeps: a
+        restart with a shorter (or newly set) idle timeout or lifetime ends sessions
+        left unused for longer than the new window, whatever ``expires_at`` says.
+        """
         if expires_at <= now:
+            return True
+        if accessed_at is not None and accessed_at + self.window <= now:
             return True
         return self.absolute_timeout is not None and now >= created_at + self.absolute_timeout
 
     def should_refresh(self, created_at: float, accessed_at: float, now: float) -> bool:
         if not self.refresh_each_request:
             return False
+        # A fraction of the window (idle timeout included), not of the lifetime:
+        # is_expired() counts the window from accessed_at, which only writes and refreshes
+        # move, so a session in use is refreshed before it could time out.
         if now - accessed_at < self.window * self.refresh_fraction:
             return False
         # Past the absolute cap a refresh cannot extend anything.

@@ -91,7 +91,8 @@ class ServerSideSessions:
                 logger.info("session %s unknown or expired; starting a fresh one", self.log_id(sid))
                 signals.session_rejected.send(self, reason="unknown or expired",
                                               log_id=self.log_id(sid))
-            elif self.policy.is_expired(record.created_at, record.expires_at, now):
+            elif self.policy.is_expired(record.created_at, record.expires_at, now,
+                                        accessed_at=record.accessed_at):
                 logger.info("session %s timed out; starting a fresh one", self.log_id(sid))
                 self.store.delete(self.key(sid))
                 signals.session_expired.send(self, log_id=self.log_id(sid),

@@ -362,7 +362,8 @@ class CommandStats:
 # Commands the update script runs inside Redis: the server counts them, but they cost
 # no extra round trip (the client sent one EVALSHA).
 UPDATE_SCRIPT_WORK = Counter({"exists": 1, "hset": 1, "pexpireat": 1})
-TOUCH_SCRIPT_WORK = Counter({"exists": 1, "hset": 1, "pexpireat": 1})
+TOUCH_SCRIPT_WORK = Counter({"exists": 1, "hset": 1, "pexpireat": 1, "hget": 1})
+INDEX_EXTENSION_WORK = Counter({"pttl": 1, "time": 1, "pexpireat": 1})
 
 
 def test_redis_commands_per_request(make_app: MakeApp, redis_server: RedisServer) -> None:
@@ -394,6 +395,13 @@ def test_redis_commands_per_request(make_app: MakeApp, redis_server: RedisServer
     backend.clock = time.time
     with stats.during() as login:
         browser.post("/login")
+    backend.clock = lambda: time.time() + 60  # each step moves the expiry: no tie
+    with stats.during() as user_write:
+        browser.post("/write?key=city&value=shanghai")
+    backend.clock = lambda: time.time() + 1200
+    with stats.during() as user_refresh:
+        assert browser.get("/read").text == "laowang"
+    backend.clock = time.time
     with stats.during() as logout:
         browser.post("/logout")
 
@@ -403,8 +411,15 @@ def test_redis_commands_per_request(make_app: MakeApp, redis_server: RedisServer
     assert write == Counter({"hgetall": 1, "evalsha": 1}) + UPDATE_SCRIPT_WORK
     assert refresh == Counter({"hgetall": 1, "evalsha": 1}) + TOUCH_SCRIPT_WORK
     # A new id bound to the user, written with its index entry; the old id retired.
-    assert login == Counter({"hgetall": 1, "multi": 1, "del": 1, "hset": 1, "pexpireat": 1,
-                             "sadd": 1, "scard": 1, "exec": 1, "unlink": 1})
+    # The index (a new SET) gets the session's expiry.
+    assert login == Counter({"hgetall": 1, "multi": 1, "del": 1, "hset": 1, "pexpireat": 2,
+                             "eval": 1, "sadd": 1, "pttl": 1, "scard": 1, "exec": 1,
+                             "unlink": 1})
+    # Writes and refreshes of a logged-in session extend its user's index too.
+    assert user_write == (Counter({"hgetall": 1, "evalsha": 1}) + UPDATE_SCRIPT_WORK
+                          + INDEX_EXTENSION_WORK)
+    assert user_refresh == (Counter({"hgetall": 1, "evalsha": 2, "scard": 1})
+                            + TOUCH_SCRIPT_WORK + INDEX_EXTENSION_WORK)
     assert logout == Counter({"hgetall": 1, "unlink": 1})
 
 
@@ -570,6 +585,51 @@ def test_logins_sweep_a_large_user_index(redis_store: RedisStore) -> None:
     newest = make_session(redis_store, "alice", now)  # the index reaches the sweep size
     assert sorted(redis_store.client.smembers(index)) == sorted([old[0].encode(),
                                                                  newest.encode()])
+
+
+def bound_session(store: RedisStore, user: str, now: float, expires_at: float) -> str:
+    key = storage_key(store.key_prefix, os.urandom(16).hex())
+    store.create(key, SessionRecord({}, now, now, expires_at, True, user))
+    return key
+
+
+def index_expires_in(store: RedisStore, user: str) -> float:
+    """Seconds until the user's index SET expires (negative: no expiry, or no index)."""
+    return int(store.client.pttl(f"{store.key_prefix}user:{user}")) / 1000
+
+
+def test_a_user_index_lives_as_long_as_its_longest_lived_session(
+        redis_store: RedisStore) -> None:
+    now = time.time()
+    laptop = bound_session(redis_store, "alice", now, now + 1200)
+    phone = bound_session(redis_store, "alice", now, now + 600)  # shorter: changes nothing
+    assert 1190 < index_expires_in(redis_store, "alice") <= 1200
+
+    redis_store.touch(phone, now, now + 1800)  # a refresh of a read-only request
+    assert 1790 < index_expires_in(redis_store, "alice") <= 1800
+
+    assert redis_store.update(laptop, SessionUpdate({"x": b"1"}, set(), False, now, now + 2400,
+                                                    True, user_id="alice"))  # a write
+    assert 2390 < index_expires_in(redis_store, "alice") <= 2400
+
+    tablet = make_session(redis_store, None, now)  # anonymous, then logged in in place
+    assert redis_store.update(tablet, SessionUpdate({}, set(), False, now, now + 3000, True,
+                                                    user_id="alice", user_id_changed=True))
+    assert 2990 < index_expires_in(redis_store, "alice") <= 3000
+    assert sorted(redis_store.keys_for_user("alice", now)) == sorted([laptop, phone, tablet])
+
+
+def test_a_user_index_goes_when_all_its_sessions_have_expired(
+        redis_store: RedisStore) -> None:
+    now = time.time()
+    index = f"{redis_store.key_prefix}user:alice"
+    bound_session(redis_store, "alice", now, now + 0.6)
+    last = bound_session(redis_store, "alice", now, now + 1.2)
+
+    time.sleep(max(0.0, now + 0.9 - time.time()))
+    assert redis_store.client.exists(index) == 1  # one session is still alive
+    time.sleep(max(0.0, now + 1.5 - time.time()))
+    assert redis_store.client.exists(last, index) == 0  # the user left nothing behind
 
 
 def test_deltas_of_thousands_of_keys(redis_store: RedisStore) -> None:

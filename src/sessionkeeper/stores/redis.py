@@ -8,11 +8,13 @@ by itself (``PEXPIREAT``), so there is nothing to clean up.
 Round trips: ``load`` is one ``HGETALL``; ``update`` is one ``EVALSHA`` whose script
 writes only the changed fields and never recreates a hash that is gone (a logout wins
 over a slow concurrent request); ``create`` is one ``MULTI`` pipeline; ``touch`` is one
-``EVALSHA``; ``delete`` is one ``UNLINK``.
+``EVALSHA`` (two for a session bound to a user); ``delete`` is one ``UNLINK``.
 
 A session is a single key, so on a Cluster it always lives in one slot. The per-user
 index (a SET ``<prefix>user:<user id>`` of session keys) lives in another slot: on a
-Cluster it is written by a separate call right after the session's own write.
+Cluster it is written by a separate call right after the session's own write. Every
+write that extends a bound session extends its index too, never shortening it, so the
+index expires with the last of its sessions.
 """
 
 from __future__ import annotations
@@ -63,13 +65,38 @@ UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
     OutOfMemoryError,  # maxmemory reached without an eviction policy
 )
 
+# Make a user index SET live at least until ``at`` (unix ms) and never shorten it: it
+# lists other sessions that may live longer. A new SET has no expiry (PTTL -1), which
+# PEXPIREAT ... GT would leave alone, and GT needs Redis 7: compare with TIME instead.
+# A script calling TIME before writing needs replicate_commands() on Redis < 5.
+_EXTEND_INDEX = """
+if redis.replicate_commands then
+  redis.replicate_commands()
+end
+local function extend_index(index, at)
+  local ttl = redis.call('PTTL', index)
+  if ttl == -2 then
+    return
+  end
+  if ttl >= 0 then
+    local now = redis.call('TIME')
+    local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+    if now_ms + ttl >= tonumber(at) then
+      return
+    end
+  end
+  redis.call('PEXPIREAT', index, at)
+end
+"""
+
 # Apply a delta to a session hash in one step; never recreate a hash that is gone.
-# KEYS[1]: the session hash; KEYS[2] (optional): the user index SET to add it to.
-# ARGV[1]: expiry (unix ms); ARGV[2]: '1' drops every stored value first (clear());
-# ARGV[3]: how many field names to delete follow; then those names; then the
-# field/value pairs to set (changed values and metadata).
-# Returns 0 when the hash is gone, else the size of the user index (1 without one).
-UPDATE_SCRIPT = """
+# KEYS[1]: the session hash; KEYS[2] (optional): its user's index SET, extended to the
+# session's expiry. ARGV[1]: expiry (unix ms); ARGV[2]: '1' drops every stored value
+# first (clear()); ARGV[3]: '1' adds the session to KEYS[2] (a login); ARGV[4]: how many
+# field names to delete follow; then those names; then the field/value pairs to set
+# (changed values and metadata).
+# Returns 0 when the hash is gone, else the size of the user index after an add, else 1.
+UPDATE_SCRIPT = _EXTEND_INDEX + """
 local key = KEYS[1]
 if redis.call('EXISTS', key) == 0 then
   return 0
@@ -90,28 +117,45 @@ if ARGV[2] == '1' then
   end
   hdel(values, 1, #values)
 end
-local deleted = tonumber(ARGV[3])
-hdel(ARGV, 4, 3 + deleted)
-for i = 4 + deleted, #ARGV, 2 * BATCH do
+local deleted = tonumber(ARGV[4])
+hdel(ARGV, 5, 4 + deleted)
+for i = 5 + deleted, #ARGV, 2 * BATCH do
   redis.call('HSET', key, unpack(ARGV, i, math.min(i + 2 * BATCH - 1, #ARGV)))
 end
 redis.call('PEXPIREAT', key, ARGV[1])
 if KEYS[2] then
-  redis.call('SADD', KEYS[2], key)
-  return redis.call('SCARD', KEYS[2])
+  if ARGV[3] == '1' then
+    redis.call('SADD', KEYS[2], key)
+  end
+  extend_index(KEYS[2], ARGV[1])
+  if ARGV[3] == '1' then
+    return redis.call('SCARD', KEYS[2])
+  end
 end
 return 1
 """
 
 # Extend a session's life without rewriting its data; nothing happens when it is gone.
 # KEYS[1]: the session hash. ARGV: expiry (unix ms), accessed_at, expires_at (seconds).
+# Returns 0 when the hash is gone, else its user (whose index must be extended too) or 1.
 TOUCH_SCRIPT = """
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return 0
 end
 redis.call('HSET', KEYS[1], 'accessed', ARGV[2], 'expires', ARGV[3])
 redis.call('PEXPIREAT', KEYS[1], ARGV[1])
-return 1
+return redis.call('HGET', KEYS[1], 'user') or 1
+"""
+
+# Add a session to its user's index (or only extend the index when ARGV[2] is absent).
+# KEYS[1]: the index SET; ARGV[1]: the session's expiry (unix ms); ARGV[2] (optional):
+# the session key. Returns the index size.
+INDEX_SCRIPT = _EXTEND_INDEX + """
+if ARGV[2] then
+  redis.call('SADD', KEYS[1], ARGV[2])
+end
+extend_index(KEYS[1], ARGV[1])
+return redis.call('SCARD', KEYS[1])
 """
 
 RedisClient = redis.Redis | RedisCluster
@@ -149,6 +193,7 @@ class RedisStore(SessionStore):
         self.index_prune_from = index_prune_from
         self._update = client.register_script(UPDATE_SCRIPT)
         self._touch = client.register_script(TOUCH_SCRIPT)
+        self._index = client.register_script(INDEX_SCRIPT)
 
     # -- interface -------------------------------------------------------------------
     def load(self, key: str, now: float) -> SessionRecord | None:
@@ -173,17 +218,19 @@ class RedisStore(SessionStore):
         user = record.user_id
         if user is not None:
             fields[USER] = user
+        expiry = _unix_ms(record.expires_at)
         with self._available():
             pipe = self.client.pipeline(transaction=True)
             pipe.delete(key)  # a create replaces whatever the key held
             pipe.hset(key, mapping=fields)
-            pipe.pexpireat(key, _unix_ms(record.expires_at))
+            pipe.pexpireat(key, expiry)
             if user is not None and not self.cluster:
-                pipe.sadd(self._index_key(user), key)
-                pipe.scard(self._index_key(user))
+                # EVAL, not EVALSHA: a NOSCRIPT inside MULTI would not stop the rest.
+                pipe.eval(INDEX_SCRIPT, 1, self._index_key(user), expiry, key)
             results = pipe.execute()
             if user is not None:
-                size = self._index_add(user, key) if self.cluster else int(results[-1])
+                size = (self._index_write(user, expiry, key) if self.cluster
+                        else int(results[-1]))
                 self._maybe_prune(user, size)
 
     def update(self, key: str, update: SessionUpdate) -> bool:
@@ -195,28 +242,38 @@ class RedisStore(SessionStore):
         for field, value in _metadata(update.accessed_at, update.expires_at,
                                       update.permanent).items():
             pairs += (field, value)
-        new_user = update.user_id if update.user_id_changed else None
-        if update.user_id_changed and update.user_id is None:
-            deleted.append(USER)  # logged out, session kept
-        if new_user is not None:
-            pairs += (USER, new_user)
+        # The session's user after this write: its index must outlive the new expiry.
+        user = update.user_id
+        added = update.user_id_changed and user is not None
+        if update.user_id_changed:
+            if user is None:
+                deleted.append(USER)  # logged out, session kept
+            else:
+                pairs += (USER, user)
         keys = [key]
-        if new_user is not None and not self.cluster:
-            keys.append(self._index_key(new_user))
-        args: list[EncodableT] = [_unix_ms(update.expires_at), "1" if update.replace else "0",
+        if user is not None and not self.cluster:
+            keys.append(self._index_key(user))
+        expiry = _unix_ms(update.expires_at)
+        args: list[EncodableT] = [expiry, "1" if update.replace else "0", "1" if added else "0",
                                   len(deleted), *deleted, *pairs]
         with self._available():
             outcome = int(self._update(keys=keys, args=args))
-            if outcome and new_user is not None:
-                size = self._index_add(new_user, key) if self.cluster else outcome
-                self._maybe_prune(new_user, size)
+            if outcome and user is not None:
+                if self.cluster:
+                    size = self._index_write(user, expiry, key if added else None)
+                else:
+                    size = outcome
+                if added:
+                    self._maybe_prune(user, size)
         return outcome != 0
 
     def touch(self, key: str, accessed_at: float, expires_at: float) -> None:
-        args: list[EncodableT] = [_unix_ms(expires_at), _number(accessed_at),
-                                  _number(expires_at)]
+        expiry = _unix_ms(expires_at)
+        args: list[EncodableT] = [expiry, _number(accessed_at), _number(expires_at)]
         with self._available():
-            self._touch(keys=[key], args=args)
+            user = self._touch(keys=[key], args=args)
+            if isinstance(user, bytes):  # bound to a user, whose index lives elsewhere
+                self._index_write(user.decode(), expiry)
 
     def delete(self, key: str) -> None:
         with self._available():
@@ -238,13 +295,11 @@ class RedisStore(SessionStore):
     def _index_key(self, user_id: str) -> str:
         return f"{self.key_prefix}user:{user_id}"
 
-    def _index_add(self, user_id: str, key: str) -> int:
-        """Add a session to its user's index in a call of its own (Cluster: another slot)."""
-        index = self._index_key(user_id)
-        pipe = self.client.pipeline(transaction=False)
-        pipe.sadd(index, key)
-        pipe.scard(index)
-        return int(pipe.execute()[-1])
+    def _index_write(self, user_id: str, expiry: int, key: str | None = None) -> int:
+        """Extend a user's index to a session's expiry (unix ms), adding the session when
+        ``key`` is given, in a call of its own (Cluster: another slot); its size."""
+        args: list[EncodableT] = [expiry] if key is None else [expiry, key]
+        return int(self._index(keys=[self._index_key(user_id)], args=args))
 
     def _maybe_prune(self, user_id: str, size: int) -> None:
         if size >= self.index_prune_from and size & (size - 1) == 0:  # a power of two
