@@ -1,7 +1,8 @@
 """Switching from Flask-Session keeps users logged in.
 
 A real Flask-Session 0.8 app logs a user in on a real store; the same app, with only
-the import changed to sessionkeeper, runs ``flask sessions migrate``; the cookie the
+the import changed to sessionkeeper, runs ``flask sessions migrate`` (or, for memcached
+and filesystem sessions, converts each one when its user comes back); the cookie the
 browser already holds still shows the user logged in. Payload decoding is tested on
 what Flask-Session's own serializers and cachelib write, never on hand-made bytes only.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 import os
 import pickle
 import secrets
+import struct
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
@@ -25,17 +27,21 @@ from cachelib.file import FileSystemCache
 from flask import Flask, session
 from flask.testing import FlaskClient
 from providers._shared import random_prefix
-from servers import require
+from pymemcache.client.base import Client as MemcacheClient
+from servers import ServerGroup, require, start_memcached, start_or_skip
 
+from sessionkeeper import legacy
 from sessionkeeper.errors import ConfigurationError, SessionKeeperError
 from sessionkeeper.flask import Session
-from sessionkeeper.flask.migrate import migrate_files_on_first_use
+from sessionkeeper.flask.migrate import migrate_on_first_use
 from sessionkeeper.ids import storage_key
 from sessionkeeper.legacy import (
     LegacyPickleData,
     UnreadableLegacyData,
     accepts_sid,
+    cachelib_name,
     cachelib_path,
+    converted_file_key,
     decode_flask_session_payload,
     is_pickle,
     load_pickled_payload,
@@ -202,6 +208,26 @@ def test_a_pickled_record_is_skipped_unless_pickle_is_allowed(
     assert browser_with(sid, app).get("/whoami").text == "bob"
 
 
+def test_redis_sessions_can_also_move_when_each_user_comes_back(
+    redis_client: redis.Redis, redis_prefix: str, tmp_path: Path,
+) -> None:
+    config = {"SESSION_TYPE": "redis", "SESSION_REDIS": redis_client,
+              "SESSION_KEY_PREFIX": redis_prefix}
+    cookie, seen_before = log_in(flask_session_app(config))
+    ttl_before = redis_client.ttl(redis_prefix + cookie)
+    extra, _ = redis_target("sqlite", redis_client, tmp_path)
+    app = sessionkeeper_app({**config, **extra}, tmp_path)
+    migrate_on_first_use(app, "redis")
+
+    browser = browser_with(cookie, app)
+    assert browser.get("/whoami").text == "alice"
+    assert browser.get("/dump").text == seen_before
+    assert redis_client.exists(redis_prefix + cookie) == 0
+    backend = app.extensions["sessionkeeper"].backend
+    record = backend.store.load(backend.key(cookie), time.time())
+    assert record.expires_at - time.time() == pytest.approx(ttl_before, abs=5)
+
+
 def test_delete_old_removes_copied_records_and_nothing_else(
     redis_client: redis.Redis, redis_prefix: str, tmp_path: Path,
 ) -> None:
@@ -362,43 +388,251 @@ def test_a_table_that_is_not_flask_sessions_is_a_clear_error(tmp_path: Path) -> 
 
 
 # -- filesystem (cachelib) --------------------------------------------------------------
-def test_filesystem_users_stay_logged_in_on_their_next_visit(tmp_path: Path) -> None:
+@pytest.fixture
+def no_unpickling(monkeypatch: pytest.MonkeyPatch) -> Callable[[], None]:
+    """Call it to make any unpickling or cachelib file read from then on fail the test."""
+
+    def forbid() -> None:
+        def boom(*args: Any, **kwargs: Any) -> Any:
+            raise AssertionError("unpickled or read a cachelib file while serving a request")
+
+        monkeypatch.setattr(legacy, "load_pickled_payload", boom)
+        monkeypatch.setattr(legacy, "read_cachelib_file", boom)
+        monkeypatch.setattr(pickle, "loads", boom)
+        monkeypatch.setattr(pickle, "load", boom)
+
+    return forbid
+
+
+def filesystem_config(folder: Path) -> dict[str, Any]:
+    return {"SESSION_TYPE": "filesystem", "SESSION_FILE_DIR": str(folder)}
+
+
+def test_filesystem_users_stay_logged_in_after_migrate_with_allow_pickle(
+    tmp_path: Path, no_unpickling: Callable[[], None],
+) -> None:
     folder = tmp_path / "flask_session"
-    config = {"SESSION_TYPE": "filesystem", "SESSION_FILE_DIR": str(folder)}
+    config = filesystem_config(folder)
     cookie, seen_before = log_in(flask_session_app(config))
     legacy_file = cachelib_path(folder, "session:", cookie)
     assert legacy_file.exists()
 
     app = sessionkeeper_app(config, tmp_path)
-    survey = run_migrate(app)
-    assert "1 live, 0 expired" in survey.output
-    assert "migrate_files_on_first_use" in survey.output
-    assert browser_with(cookie, app).get("/whoami").text == "anonymous"  # without the hook
+    migrate_on_first_use(app)
+    refused = run_migrate(app)
+    assert count_line(refused.output, "skipped, pickled") == 1
+    assert "filesystem backend always pickled" in refused.output
+    assert "--allow-pickle" in refused.output and "WARNING" not in refused.output
+    assert browser_with(cookie, app).get("/whoami").text == "anonymous"
 
-    app = sessionkeeper_app(config, tmp_path)
-    migrate_files_on_first_use(app, allow_pickle=True)
+    result = run_migrate(app, "--allow-pickle")
+    assert result.exit_code == 0, result.output
+    assert "WARNING" in result.output and "run code" in result.output
+    assert count_line(result.output, "migrated:") == 1
+    assert "migrate_on_first_use(app)" in result.output
+    assert legacy_file.exists()  # old records stay unless --delete-old
+
+    no_unpickling()  # from here on: serving requests only
     browser = browser_with(cookie, app)
     assert browser.get("/whoami").text == "alice"
-    assert not legacy_file.exists()  # converted once, then served from the new store
     assert browser.get("/dump").text == seen_before
+    assert not legacy_file.exists()  # handed over once, so a re-run cannot convert it again
+    backend = app.extensions["sessionkeeper"].backend
     store = FileSystemStore(folder)
-    assert store.load(app.extensions["sessionkeeper"].backend.key(cookie), time.time())
+    assert store.load(backend.key(cookie), time.time()) is not None
+    assert store.load(converted_file_key(backend, cachelib_name("session:", cookie)),
+                      time.time()) is None
+    assert browser_with(cookie, app).get("/whoami").text == "alice"  # now a plain session
 
 
-def test_first_use_migration_demands_explicit_trust_in_pickle(tmp_path: Path) -> None:
-    app = sessionkeeper_app({"SESSION_TYPE": "filesystem",
-                             "SESSION_FILE_DIR": str(tmp_path / "fs")}, tmp_path)
-    with pytest.raises(ConfigurationError, match="allow_pickle=True"):
-        migrate_files_on_first_use(app, allow_pickle=False)
+def test_filesystem_files_are_never_read_while_serving_requests(
+    tmp_path: Path, no_unpickling: Callable[[], None],
+) -> None:
+    folder = tmp_path / "flask_session"
+    config = filesystem_config(folder)
+    cookie, _ = log_in(flask_session_app(config))
+    app = sessionkeeper_app(config, tmp_path)
+    migrate_on_first_use(app)
+    no_unpickling()
+    # Without the command's explicit conversion the user logs in again; the file stays.
+    assert browser_with(cookie, app).get("/whoami").text == "anonymous"
+    assert cachelib_path(folder, "session:", cookie).exists()
+
+
+def test_filesystem_migrate_dry_run_and_delete_old(tmp_path: Path) -> None:
+    folder = tmp_path / "flask_session"
+    config = filesystem_config(folder)
+    cookie, _ = log_in(flask_session_app(config))
+    # cachelib's layout: a native "I" expiry (here a minute ago), then the pickle.
+    cachelib_path(folder, "session:", SID_SHAPED).write_bytes(
+        struct.pack("I", int(time.time()) - 60) + pickle.dumps({"user": "old"}))
+    app = sessionkeeper_app(config, tmp_path)
+    migrate_on_first_use(app)
+
+    dry = run_migrate(app, "--allow-pickle", "--dry-run")
+    assert count_line(dry.output, "migrated:") == 1
+    assert browser_with(cookie, app).get("/whoami").text == "anonymous"
+
+    result = run_migrate(app, "--allow-pickle", "--delete-old")
+    assert count_line(result.output, "migrated:") == 1
+    assert count_line(result.output, "skipped, expired") == 1
+    assert "Deleted 2 old records." in result.output
+    assert not cachelib_path(folder, "session:", cookie).exists()
+    assert browser_with(cookie, app).get("/whoami").text == "alice"  # converted before
+
+
+def test_a_malicious_file_is_not_run_by_the_command(tmp_path: Path) -> None:
+    folder = tmp_path / "flask_session"
+    FileSystemCache(str(folder), threshold=500).set("session:" + SID_SHAPED,
+                                                    {"user": Exploit()}, timeout=600)
+    app = sessionkeeper_app(filesystem_config(folder), tmp_path)
+    result = run_migrate(app, "--allow-pickle")
+    assert count_line(result.output, "skipped, unreadable") == 1
+    assert "record_that_code_ran" in result.output
+    assert RAN == []
 
 
 def test_first_use_migration_leaves_other_cookies_alone(tmp_path: Path) -> None:
-    folder = tmp_path / "flask_session"
-    config = {"SESSION_TYPE": "filesystem", "SESSION_FILE_DIR": str(folder)}
-    app = sessionkeeper_app(config, tmp_path)
-    migrate_files_on_first_use(app, allow_pickle=True)
+    app = sessionkeeper_app(filesystem_config(tmp_path / "flask_session"), tmp_path)
+    migrate_on_first_use(app)
     for cookie in ["../../etc/passwd", "x" * 3000, SID_SHAPED]:
         assert browser_with(cookie, app).get("/whoami").status_code == 200
+
+
+def test_first_use_migration_needs_a_source_it_can_read_by_id(tmp_path: Path) -> None:
+    app = sessionkeeper_app({"SESSION_TYPE": "sqlite",
+                             "SESSION_SQLITE_PATH": str(tmp_path / "s.sqlite3")}, tmp_path)
+    with pytest.raises(ConfigurationError, match="flask sessions migrate"):
+        migrate_on_first_use(app)
+    with pytest.raises(ConfigurationError, match="Session"):
+        migrate_on_first_use(Flask("bare"), "memcached")
+
+
+# -- memcached --------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def memcached() -> Iterator[ServerGroup]:
+    group = start_or_skip(start_memcached, 1)
+    yield group
+    group.stop()
+
+
+@pytest.fixture
+def memcache_client(memcached: ServerGroup) -> Iterator[MemcacheClient]:
+    client = MemcacheClient(memcached[0], connect_timeout=5, timeout=5)
+    yield client
+    client.close()
+
+
+def memcached_target(target: str, server: tuple[str, int], tmp_path: Path) -> dict[str, Any]:
+    address = f"{server[0]}:{server[1]}"
+    if target == "same store":
+        return {"SESSION_TYPE": "memcached", "SESSION_MEMCACHED": address}
+    # Reading Flask-Session's memcached while sessions move to another store.
+    return {"SESSION_TYPE": "sqlite", "SESSION_MEMCACHED": address,
+            "SESSION_SQLITE_PATH": str(tmp_path / "new.sqlite3")}
+
+
+@pytest.mark.parametrize("target", ["same store", "sqlite"])
+@pytest.mark.parametrize(("fmt", "signed"), [("msgpack", False), ("json", True)])
+def test_memcached_users_stay_logged_in_on_their_next_visit(
+    memcached: ServerGroup, memcache_client: MemcacheClient, tmp_path: Path, target: str,
+    fmt: str, signed: bool,
+) -> None:
+    prefix = random_prefix("migration")
+    config = {"SESSION_TYPE": "memcached", "SESSION_MEMCACHED": memcache_client,
+              "SESSION_KEY_PREFIX": prefix, "SESSION_SERIALIZATION_FORMAT": fmt,
+              "SESSION_USE_SIGNER": signed}
+    cookie, seen_before = log_in(flask_session_app(config))
+    old_key = prefix + cookie.split(".")[0]
+    assert memcache_client.get(old_key) is not None  # where Flask-Session keeps it
+
+    settings = {**config, **memcached_target(target, memcached[0], tmp_path)}
+    without_hook = sessionkeeper_app(settings, tmp_path)
+    assert browser_with(cookie, without_hook).get("/whoami").text == "anonymous"
+
+    app = sessionkeeper_app(settings, tmp_path)
+    migrate_on_first_use(app, "memcached")
+    browser = browser_with(cookie, app)
+    assert browser.get("/whoami").text == "alice"
+    assert browser.get("/dump").text == seen_before  # values as Flask-Session gave them
+    assert memcache_client.get(old_key) is None  # converted once, then served from the store
+    assert browser_with(cookie, app).get("/whoami").text == "alice"
+    assert browser_with(cookie, without_hook).get("/whoami").text == "alice"
+    backend = app.extensions["sessionkeeper"].backend
+    record = backend.store.load(backend.key(cookie.split(".")[0]), time.time())
+    assert record.permanent is True
+
+
+def test_memcached_pickled_records_are_never_unpickled_at_request_time(
+    memcached: ServerGroup, memcache_client: MemcacheClient, tmp_path: Path,
+) -> None:
+    prefix = random_prefix("migration")
+    sid = secrets.token_urlsafe(32)
+    # What Flask-Session before 0.7 wrote, here naming code to run.
+    memcache_client.set(prefix + sid, pickle.dumps({"user": Exploit()}), expire=600)
+    app = sessionkeeper_app({**memcached_target("same store", memcached[0], tmp_path),
+                             "SESSION_KEY_PREFIX": prefix}, tmp_path)
+    migrate_on_first_use(app)
+    assert browser_with(sid, app).get("/whoami").text == "anonymous"
+    assert RAN == []
+    assert memcache_client.get(prefix + sid) is not None  # left as it was
+
+
+def test_memcached_users_stay_logged_in_with_flask_login(
+    memcached: ServerGroup, memcache_client: MemcacheClient, tmp_path: Path,
+) -> None:
+    import flask_login
+
+    class User(flask_login.UserMixin):
+        def __init__(self, user_id: str) -> None:
+            self.id = user_id
+
+    def with_login(app: Flask) -> Flask:
+        flask_login.LoginManager(app).user_loader(User)
+
+        @app.post("/sign-in")
+        def sign_in() -> str:
+            flask_login.login_user(User("7"))
+            return "signed in"
+
+        @app.get("/me")
+        def me() -> str:
+            user = flask_login.current_user
+            return f"user {user.id}" if user.is_authenticated else "guest"
+
+        return app
+
+    config = {"SESSION_TYPE": "memcached", "SESSION_MEMCACHED": memcache_client,
+              "SESSION_KEY_PREFIX": random_prefix("migration")}
+    old = with_login(flask_session_app(config)).test_client()
+    old.post("/sign-in")
+    cookie = old.get_cookie("session")
+    assert cookie is not None and old.get("/me").text == "user 7"
+
+    app = with_login(sessionkeeper_app(
+        {**config, **memcached_target("same store", memcached[0], tmp_path)}, tmp_path))
+    migrate_on_first_use(app)
+    assert browser_with(cookie.value, app).get("/me").text == "user 7"
+
+
+def test_an_unreachable_memcached_answers_503_not_a_logout(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    app = sessionkeeper_app({"SESSION_TYPE": "sqlite",
+                             "SESSION_SQLITE_PATH": str(tmp_path / "new.sqlite3"),
+                             "SESSION_MEMCACHED": f"127.0.0.1:{port}"}, tmp_path)
+    migrate_on_first_use(app, "memcached")
+    assert browser_with(SID_SHAPED, app).get("/whoami").status_code == 503
+
+
+def test_memcached_migrate_command_points_to_first_use(memcached: ServerGroup,
+                                                       tmp_path: Path) -> None:
+    app = sessionkeeper_app(memcached_target("same store", memcached[0], tmp_path), tmp_path)
+    result = run_migrate(app)
+    assert result.exit_code == 1 and "migrate_on_first_use(app)" in result.output
 
 
 # -- other sources and refusals ---------------------------------------------------------

@@ -8,6 +8,8 @@ SESSION_USE_SIGNER):
 - sqlalchemy: table ``sessions`` (``id``, ``session_id`` = ``P + sid``, ``data`` = the
   payload, ``expiry`` = naive UTC datetime);
 - mongodb: documents ``{id: P + sid, val: payload, expiration: UTC date}``;
+- memcached: key ``P + sid``; value: the payload (memcached does not tell the remaining
+  life, nor list its keys);
 - filesystem / cachelib: a cachelib ``FileSystemCache`` file named ``sha256(P + sid)``
   holding a 4-byte expiry (0 = never) and then the session dict, always pickled.
 
@@ -19,7 +21,9 @@ read by a loader that accepts plain data types only.
 
 Because sessionkeeper keys a session by ``sha256(sid)`` and uses Flask-Session's
 cookie format (and signature scheme), a migrated session is found under the very
-cookie the browser already has.
+cookie the browser already has. A cachelib file's name cannot be turned back into its
+``sid``, so a converted file is kept under a key derived from that name
+(:func:`converted_file_key`) until its user's cookie shows which session it is.
 """
 
 from __future__ import annotations
@@ -263,6 +267,14 @@ class RedisSource:
             raise LegacySourceError(f"cannot delete {self.description}: {exc}") from exc
         return removed
 
+    def lookup(self, sid: str) -> LegacyEntry | None:
+        """The record of one session id, or None (one GET and PTTL)."""
+        entries = self.fetch([Candidate(sid, self.prefix + sid)])
+        return entries[0] if entries else None
+
+    def discard(self, handle: Any) -> None:
+        self.delete([handle])
+
 
 class SQLAlchemySource:
     """Flask-Session's table: ``id``, ``session_id`` (prefix + sid), ``data``, ``expiry``."""
@@ -451,15 +463,71 @@ def migrate(source: LegacySource, backend: ServerSideSessions,
     return report
 
 
+# -- memcached: read one session at a time ---------------------------------------------
+class LegacyLookup(Protocol):
+    """Flask-Session's record of one session id, for sources read at request time."""
+
+    description: str
+
+    def lookup(self, sid: str) -> LegacyEntry | None:
+        """The record, or None; raises LegacySourceError when the source is down."""
+
+    def discard(self, handle: Any) -> None:
+        """Remove a record that now lives in sessionkeeper."""
+
+
+class MemcachedSource:
+    """Keys ``<prefix><sid>`` holding the payload; the remaining life is not known.
+
+    ``call`` runs an operation on a pymemcache client (the store's own call wrapper,
+    which serialises a shared connection and reconnects after a fork).
+    """
+
+    def __init__(self, call: Callable[[Callable[[Any], Any]], Any], prefix: str) -> None:
+        from pymemcache.exceptions import MemcacheClientError
+
+        self.call = call
+        self.prefix = prefix
+        self.description = f"memcached keys {prefix + '<id>'!r}"
+        self._refused = MemcacheClientError
+
+    def lookup(self, sid: str) -> LegacyEntry | None:
+        key = self.prefix + sid
+        try:
+            value = self.call(lambda client: client.get(key))
+        except self._refused:
+            return None  # a key memcached refuses (a prefix with spaces) was never stored
+        if not value:
+            return None
+        # Flask-Session set a TTL of one lifetime at every save, but memcached cannot say
+        # how much is left: None gives the session a full window from now.
+        return LegacyEntry(sid, key, bytes(value), None)
+
+    def discard(self, handle: Any) -> None:
+        self.call(lambda client: client.delete(handle, noreply=False))
+
+
 # -- Flask-Session's filesystem (cachelib) files ----------------------------------------
 _CACHELIB_HEADER = struct.Struct("I")  # cachelib writes the expiry in native "I" format
 _CACHELIB_NAME = re.compile(r"[0-9a-f]{64}")
 _CACHELIB_COUNT_FILE = hashlib.sha256(b"__wz_cache_count").hexdigest()
+#: a converted file's stand-in id: never a valid session id (":" is not in any id)
+_CONVERTED_FILE = "flask-session-file:"
+
+
+def cachelib_name(prefix: str, sid: str) -> str:
+    """The name cachelib's FileSystemCache (sha256 names) gives Flask-Session's ``sid``."""
+    return hashlib.sha256((prefix + sid).encode("utf-8")).hexdigest()
 
 
 def cachelib_path(directory: str | Path, prefix: str, sid: str) -> Path:
-    """Where cachelib's FileSystemCache (sha256 names) keeps Flask-Session's ``sid``."""
-    return Path(directory) / hashlib.sha256((prefix + sid).encode("utf-8")).hexdigest()
+    """Where cachelib's FileSystemCache keeps Flask-Session's ``sid``."""
+    return Path(directory) / cachelib_name(prefix, sid)
+
+
+def converted_file_key(backend: ServerSideSessions, name: str) -> str:
+    """The store key a converted cachelib file waits under until its user returns."""
+    return backend.key(_CONVERTED_FILE + name)
 
 
 def read_cachelib_file(path: Path) -> tuple[float | None, bytes]:
@@ -474,55 +542,46 @@ def read_cachelib_file(path: Path) -> tuple[float | None, bytes]:
     return (float(expiry) if expiry else None), blob[_CACHELIB_HEADER.size:]
 
 
-@dataclass
-class FileSurvey:
-    live: int = 0
-    expired: int = 0
-    unreadable: int = 0
-    expired_paths: list[Path] = field(default_factory=list)
+class CachelibDirSource:
+    """Flask-Session's cachelib files, converted under :func:`converted_file_key`.
 
-
-def survey_cachelib_dir(directory: str | Path, now: float) -> FileSurvey:
-    """Count Flask-Session's files in ``directory`` (sessionkeeper's own files are skipped)."""
-    survey = FileSurvey()
-    folder = Path(directory)
-    if not folder.is_dir():
-        raise LegacySourceError(f"{folder} is not a directory")
-    for path in folder.iterdir():
-        if not _CACHELIB_NAME.fullmatch(path.name) or path.name == _CACHELIB_COUNT_FILE:
-            continue
-        try:
-            expires_at, _ = read_cachelib_file(path)
-        except FileNotFoundError:
-            continue
-        except (OSError, UnreadableLegacyData):
-            survey.unreadable += 1
-            continue
-        if expires_at is not None and expires_at <= now:
-            survey.expired += 1
-            survey.expired_paths.append(path)
-        else:
-            survey.live += 1
-    return survey
-
-
-def migrate_cachelib_file(directory: str | Path, prefix: str, sid: str,
-                          backend: ServerSideSessions, *, now: float,
-                          allow_pickle: bool) -> Outcome | None:
-    """Convert the Flask-Session file of ``sid``, if there is one, and remove it.
-
-    None when there is no such file (the common case: one failed ``open``). A file that
-    cannot be converted is left in place.
+    Each candidate's ``sid`` is the stand-in id of its file name, so :func:`migrate`
+    stores the converted session where the request path finds it from the cookie.
+    sessionkeeper's own files (``*.session``) in the same directory are not listed.
     """
-    path = cachelib_path(directory, prefix, sid)
-    try:
-        expires_at, payload = read_cachelib_file(path)
-    except FileNotFoundError:
-        return None
-    except (OSError, UnreadableLegacyData):
-        return Outcome.UNREADABLE
-    entry = LegacyEntry(sid, path, payload, expires_at)
-    outcome, _ = migrate_entry(entry, backend, now=now, allow_pickle=allow_pickle)
-    if outcome in DELETABLE:
-        path.unlink(missing_ok=True)
-    return outcome
+
+    def __init__(self, directory: str | Path) -> None:
+        self.directory = Path(directory)
+        self.description = f"Flask-Session files in {str(self.directory)!r}"
+
+    def candidates(self) -> list[Candidate]:
+        try:
+            paths = list(self.directory.iterdir())
+        except OSError as exc:
+            raise LegacySourceError(f"cannot list {self.description}: {exc}") from exc
+        return [Candidate(_CONVERTED_FILE + path.name, path) for path in sorted(paths)
+                if _CACHELIB_NAME.fullmatch(path.name) and path.name != _CACHELIB_COUNT_FILE]
+
+    def fetch(self, batch: Sequence[Candidate]) -> list[LegacyEntry]:
+        entries = []
+        for candidate in batch:
+            try:
+                expires_at, payload = read_cachelib_file(candidate.handle)
+            except FileNotFoundError:
+                continue
+            except (OSError, UnreadableLegacyData):
+                expires_at, payload = None, b""  # counted as unreadable, left in place
+            entries.append(LegacyEntry(candidate.sid, candidate.handle, payload, expires_at))
+        return entries
+
+    def delete(self, handles: Sequence[Any]) -> int:
+        removed = 0
+        for path in handles:
+            try:
+                path.unlink()
+                removed += 1
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                raise LegacySourceError(f"cannot delete {path}: {exc}") from exc
+        return removed

@@ -2,17 +2,22 @@
 
 ``flask sessions migrate`` copies the sessions Flask-Session kept in Redis, SQLAlchemy or
 MongoDB into the store the app is now configured with, under the same session ids, so
-the cookies browsers already hold keep working. Flask-Session's filesystem backend
-names its files by a hash of the session id, so those cannot be matched ahead of time:
-:func:`migrate_files_on_first_use` converts each one when its user comes back.
+the cookies browsers already hold keep working. Two sources cannot be matched to ids
+ahead of time: memcached cannot list its keys, and Flask-Session's filesystem backend
+names its files by a hash of the id. :func:`migrate_on_first_use` finishes those when
+each user comes back: it reads the user's memcached record (MessagePack or JSON, never
+pickle), or moves the session the command converted from that user's file. Nothing is
+unpickled while serving a request: pickled files are converted by the command only,
+after a warning, with ``--allow-pickle``.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -23,22 +28,31 @@ from flask.cli import with_appcontext
 from ..backend import logger
 from ..errors import ConfigurationError, StoreUnavailable
 from ..legacy import (
+    DELETABLE,
+    CachelibDirSource,
+    LegacyLookup,
     LegacySource,
     LegacySourceError,
+    MemcachedSource,
     MigrationReport,
     MongoDBSource,
     Outcome,
     RedisSource,
     SQLAlchemySource,
     accepts_sid,
+    cachelib_name,
+    cachelib_path,
+    converted_file_key,
     migrate,
-    migrate_cachelib_file,
+    migrate_entry,
     select_candidates,
-    survey_cachelib_dir,
 )
 from ..server_side import ServerSideSessions
 
 SOURCES = ("redis", "sqlalchemy", "mongodb", "filesystem")
+
+#: read when each user comes back (see migrate_on_first_use), not copied ahead of time
+FIRST_USE_SOURCES = ("memcached", "redis", "filesystem")
 
 PICKLE_WARNING = (
     "WARNING: --allow-pickle reads pickled Flask-Session records. Unpickling can run code\n"
@@ -66,7 +80,11 @@ def _default_source(session_type: str) -> str:
     if session_type == "memcached":
         raise click.ClickException(
             "memcached cannot list its keys, so Flask-Session's sessions there cannot be "
-            "copied; they expire on their own (users log in again once)")
+            "copied ahead of time. Convert each one when its user comes back instead: "
+            "call migrate_on_first_use(app) (from sessionkeeper.flask.migrate) right "
+            "after Session(app)")
+    if session_type == "cachelib":
+        return "filesystem"
     raise click.ClickException(
         f"SESSION_TYPE={session_type!r} is a sessionkeeper store Flask-Session did not have: "
         f"say where Flask-Session kept its sessions with --from ({', '.join(SOURCES)})")
@@ -135,12 +153,31 @@ def _mongodb_collection(config: Mapping[str, Any], owned: ExitStack) -> Any:
     return client[database][config.get("SESSION_MONGODB_COLLECT") or DEFAULT_COLLECTION]
 
 
+def _memcached_calls(config: Mapping[str, Any], backend: ServerSideSessions,
+                     ) -> Callable[[Callable[[Any], Any]], Any]:
+    """Runs operations on the app's memcached store connection, else SESSION_MEMCACHED."""
+    from ..settings import seconds
+    from ..stores.memcached import DEFAULT_TIMEOUT, MemcachedStore, client_from_setting
+
+    store = backend.store
+    if not isinstance(store, MemcachedStore):
+        timeout = seconds(config.get("SESSION_MEMCACHED_TIMEOUT", DEFAULT_TIMEOUT),
+                          "SESSION_MEMCACHED_TIMEOUT")
+        # Only for its call wrapper: errors become StoreUnavailable (503, retried) instead
+        # of a logged-out user, and a connection is never shared across a fork.
+        store = MemcachedStore(client_from_setting(config.get("SESSION_MEMCACHED"), timeout))
+    return store._call
+
+
 @contextmanager
 def legacy_source(kind: str, config: Mapping[str, Any], backend: ServerSideSessions, *,
-                  prefix: str, table: str) -> Iterator[LegacySource]:
+                  prefix: str, table: str, directory: Path | None = None,
+                  ) -> Iterator[LegacySource]:
     """The Flask-Session records behind the app's store connection, else its settings."""
     with ExitStack() as owned:
-        if kind == "redis":
+        if kind == "filesystem":
+            yield CachelibDirSource(_legacy_dir(config, directory))
+        elif kind == "redis":
             yield RedisSource(_redis_client(config, backend), prefix)
         elif kind == "sqlalchemy":
             yield SQLAlchemySource(_sqlalchemy_engine(config, backend, owned), table=table,
@@ -168,8 +205,8 @@ def _legacy_dir(config: Mapping[str, Any], given: Path | None) -> Path:
               help="Flask-Session's SESSION_FILE_DIR (filesystem). Default: SESSION_FILE_DIR, "
                    "else ./flask_session.")
 @click.option("--allow-pickle", is_flag=True,
-              help="Also convert pickled records (Flask-Session before 0.7). Pickle can run "
-                   "code: only for data you trust.")
+              help="Also convert pickled records (Flask-Session before 0.7, and every "
+                   "filesystem file). Pickle can run code: only for data you trust.")
 @click.option("--delete-old", is_flag=True,
               help="Delete the old records that were migrated (now or before) or had expired.")
 @click.option("--dry-run", is_flag=True, help="Count what would happen; write nothing.")
@@ -180,23 +217,27 @@ def migrate_command(source_kind: str | None, from_prefix: str | None, from_table
     """Copy Flask-Session's sessions into this app's store, keeping users logged in.
 
     Each session keeps its id, so the cookie a browser already holds finds it, and keeps
-    its remaining lifetime. Old records stay unless --delete-old.
+    its remaining lifetime. Old records stay unless --delete-old. Filesystem files are
+    named by a hash of the id: each converted one is handed to its user by
+    migrate_on_first_use(app) on their next visit.
     """
     backend = _server_side_backend()
     config = current_app.config
     kind = source_kind or _default_source(str(config.get("SESSION_TYPE") or "sqlite").lower())
     prefix = from_prefix if from_prefix is not None else str(
         config.get("SESSION_KEY_PREFIX", "session:"))
-    if kind == "filesystem":
-        _survey_files(_legacy_dir(config, from_dir), prefix, delete_old, dry_run)
-        return
     if allow_pickle:
         click.secho(PICKLE_WARNING, fg="red", bold=True, err=True)
     try:
-        with legacy_source(kind, config, backend, prefix=prefix, table=from_table) as source:
+        with legacy_source(kind, config, backend, prefix=prefix, table=from_table,
+                           directory=from_dir) as source:
             click.echo(f"Copying Flask-Session sessions from {source.description} into the "
                        f"{backend.store.name} store.")
-            candidates, foreign = select_candidates(source, backend)
+            if kind == "filesystem":
+                # File names are hashes, not ids: every Flask-Session file is a candidate.
+                candidates, foreign = source.candidates(), 0
+            else:
+                candidates, foreign = select_candidates(source, backend)
             with click.progressbar(length=len(candidates), label="Migrating sessions") as bar:
                 report = migrate(source, backend, candidates, now=time.time(),
                                  allow_pickle=allow_pickle, delete_old=delete_old,
@@ -204,11 +245,12 @@ def migrate_command(source_kind: str | None, from_prefix: str | None, from_table
             report.foreign = foreign
     except (LegacySourceError, StoreUnavailable) as exc:
         raise click.ClickException(str(exc)) from exc
-    _print_report(report, allow_pickle=allow_pickle, delete_old=delete_old, dry_run=dry_run)
+    _print_report(report, allow_pickle=allow_pickle, delete_old=delete_old, dry_run=dry_run,
+                  files=kind == "filesystem")
 
 
 def _print_report(report: MigrationReport, *, allow_pickle: bool, delete_old: bool,
-                  dry_run: bool) -> None:
+                  dry_run: bool, files: bool) -> None:
     for outcome in Outcome:
         click.echo(f"  {outcome.value + ':':<44}{report.outcomes[outcome]:>8}")
     if report.foreign:
@@ -220,9 +262,18 @@ def _print_report(report: MigrationReport, *, allow_pickle: bool, delete_old: bo
         return
     pickled = report.outcomes[Outcome.PICKLED]
     if pickled and not allow_pickle:
-        click.echo(f"{_records(pickled)} pickled (written by Flask-Session before 0.7). "
+        written_by = ("Flask-Session's filesystem backend always pickled" if files
+                      else "written by Flask-Session before 0.7")
+        click.echo(f"{_records(pickled)} pickled ({written_by}). "
                    "If you trust that data, re-run with --allow-pickle to migrate "
                    f"{'it' if pickled == 1 else 'them'}; otherwise those users log in again.")
+    if files and report.outcomes[Outcome.MIGRATED] + report.outcomes[Outcome.ALREADY_MIGRATED]:
+        click.echo(
+            "A file's name is a hash, not the session id, so each converted session waits "
+            "in the\nstore until its user comes back. Call this right after Session(app) "
+            "to hand it over:\n\n"
+            "    from sessionkeeper.flask.migrate import migrate_on_first_use\n"
+            "    migrate_on_first_use(app)\n")
     if dry_run:
         click.echo("Dry run: nothing was written or deleted.")
     elif delete_old:
@@ -239,67 +290,97 @@ def _records(count: int) -> str:
     return "1 record is" if count == 1 else f"{count} records are"
 
 
-def _survey_files(directory: Path, prefix: str, delete_old: bool, dry_run: bool) -> None:
-    try:
-        survey = survey_cachelib_dir(directory, time.time())
-    except LegacySourceError as exc:
-        raise click.ClickException(str(exc)) from exc
-    click.echo(f"Flask-Session files in {directory}: {survey.live} live, "
-               f"{survey.expired} expired, {survey.unreadable} unreadable.")
-    click.echo(
-        "Flask-Session's filesystem backend names each file by a hash of its session id, so\n"
-        "the files cannot be matched to sessions ahead of time. To keep these users logged\n"
-        "in, convert each file when its user comes back, right after Session(app):\n\n"
-        "    from sessionkeeper.flask.migrate import migrate_files_on_first_use\n"
-        f"    migrate_files_on_first_use(app, {str(directory)!r}, allow_pickle=True)\n\n"
-        "(cachelib always pickles: the files are read with a loader limited to plain data.)\n"
-        f"Prefix used to find the files: {prefix!r} (--from-prefix).")
-    if delete_old and not dry_run:
-        for path in survey.expired_paths:
-            path.unlink(missing_ok=True)
-        click.echo(f"Deleted {len(survey.expired_paths)} expired files.")
+# -- sessions finished when their user comes back ---------------------------------------
+def migrate_on_first_use(app: Flask, source: str | None = None, *,
+                         from_prefix: str | None = None,
+                         directory: str | os.PathLike[str] | None = None) -> None:
+    """Keep a returning Flask-Session user logged in, for sources not copied ahead of time.
 
+    Call it after ``Session(app)``. Before each request that carries a session cookie:
 
-# -- Flask-Session's files, converted on first use --------------------------------------
-def migrate_files_on_first_use(app: Flask, directory: str | os.PathLike[str] | None = None,
-                               *, allow_pickle: bool, from_prefix: str | None = None) -> None:
-    """Convert a returning user's Flask-Session file into a sessionkeeper session.
+    - ``"memcached"`` (and ``"redis"``): reads ``<prefix><id>`` from SESSION_MEMCACHED
+      (SESSION_REDIS), copies a MessagePack or JSON session into the app's store and
+      deletes the old key. A pickled record is left alone, never unpickled: that user
+      logs in again.
+    - ``"filesystem"``: moves the session ``flask sessions migrate --allow-pickle``
+      converted from that user's file under the user's id, and deletes the file. Files
+      are never read here.
 
-    Call it after ``Session(app)``. Before each request that carries a session cookie
-    it looks for the Flask-Session file of that id (one ``open`` that fails unless there
-    is one), copies it into the app's store and removes it, so the user stays logged
-    in. ``directory`` defaults to SESSION_FILE_DIR (else ./flask_session), the prefix to
-    SESSION_KEY_PREFIX. Flask-Session's filesystem backend always pickled its files, so
-    ``allow_pickle=True`` is required: the files are read with a loader limited to plain
-    data types, but only trust a directory no one else can write to. Remove the call
-    once PERMANENT_SESSION_LIFETIME has passed: every old file has expired by then.
+    ``source`` defaults to SESSION_TYPE, the prefix to SESSION_KEY_PREFIX, ``directory``
+    (filesystem) to SESSION_FILE_DIR, else ./flask_session. A source that cannot be
+    reached answers 503, as the store does. Remove the call once
+    PERMANENT_SESSION_LIFETIME has passed: every old session has expired by then.
     """
-    folder = _legacy_dir(app.config, Path(directory) if directory else None)
-    if allow_pickle is not True:
-        raise ConfigurationError(
-            f"Flask-Session's filesystem files (in {folder}) are always pickled; pass "
-            "allow_pickle=True if you trust that directory")
     state = app.extensions.get("sessionkeeper")
     if state is None or not isinstance(state.backend, ServerSideSessions):
         raise ConfigurationError(
-            "migrate_files_on_first_use needs sessionkeeper set up first with a server-side "
+            "migrate_on_first_use needs sessionkeeper set up first with a server-side "
             "SESSION_TYPE: call Session(app) before it")
     backend: ServerSideSessions = state.backend
+    kind = (source or str(app.config.get("SESSION_TYPE") or "")).lower()
+    kind = "filesystem" if kind == "cachelib" else kind
+    if kind not in FIRST_USE_SOURCES:
+        raise ConfigurationError(
+            f"migrate_on_first_use reads Flask-Session's {', '.join(FIRST_USE_SOURCES)} "
+            f"sessions, not {kind or 'an unset SESSION_TYPE'!r}: pass source=, or copy "
+            "them with 'flask sessions migrate'")
     cookie_name = state.interface.cookie_name
     prefix = from_prefix if from_prefix is not None else state.settings.key_prefix
 
-    def adopt_flask_session_file() -> None:
+    adopt: Callable[[str], None]
+    if kind == "filesystem":
+        folder = _legacy_dir(app.config, Path(directory) if directory else None)
+
+        def adopt_file(sid: str) -> None:
+            if _adopt_converted_file(backend, cachelib_name(prefix, sid), sid):
+                # Gone with its session: a re-run of the command must not convert it again.
+                cachelib_path(folder, prefix, sid).unlink(missing_ok=True)
+
+        adopt = adopt_file
+    else:
+        lookup: LegacyLookup = (
+            RedisSource(_redis_client(app.config, backend), prefix) if kind == "redis"
+            else MemcachedSource(_memcached_calls(app.config, backend), prefix))
+        adopt = partial(_adopt_record, backend, lookup)
+
+    def adopt_flask_session() -> None:
         token = request.cookies.get(cookie_name)
         if not token:
             return
         sid = backend.signer.unsign(token) if backend.signer else token
         if sid is None or not accepts_sid(backend, sid):
             return  # the session itself rejects (and logs) a bad cookie
-        outcome = migrate_cachelib_file(folder, prefix, sid, backend, now=time.time(),
-                                        allow_pickle=True)
-        if outcome is not None:
-            logger.info("Flask-Session file of session %s: %s", backend.log_id(sid),
-                        outcome.value)
+        adopt(sid)
 
     # First, before any other hook can read the session.
-    app.before_request_funcs.setdefault(None, []).insert(0, adopt_flask_session_file)
+    app.before_request_funcs.setdefault(None, []).insert(0, adopt_flask_session)
+
+
+def _adopt_record(backend: ServerSideSessions, lookup: LegacyLookup, sid: str) -> None:
+    try:
+        entry = lookup.lookup(sid)
+        if entry is None:
+            return
+        # allow_pickle is False: a pickled record is refused by its header, unread.
+        outcome, reason = migrate_entry(entry, backend, now=time.time())
+        if outcome in DELETABLE:
+            lookup.discard(entry.handle)
+    except LegacySourceError as exc:
+        raise StoreUnavailable(lookup.description, exc) from exc
+    logger.info("Flask-Session record of session %s: %s%s", backend.log_id(sid),
+                outcome.value, f" ({reason})" if reason else "")
+
+
+def _adopt_converted_file(backend: ServerSideSessions, name: str, sid: str) -> bool:
+    """Move a converted file's session under ``sid``; False when there is none."""
+    store, now = backend.store, time.time()
+    waiting = converted_file_key(backend, name)
+    record = store.load(waiting, now)
+    if record is None:
+        return False
+    key = backend.key(sid)
+    if store.load(key, now) is None:  # never overwrite newer sessionkeeper data
+        store.create(key, record)
+    store.delete(waiting)
+    logger.info("Flask-Session file of session %s: moved under its id", backend.log_id(sid))
+    return True
