@@ -18,6 +18,7 @@ from typing import Any
 
 from common import (
     ENV_VARIANT,
+    MARIADB_TABLE,
     POSTGRES_TABLE,
     RAW_POSTGRES_TABLE,
     READ_BODY,
@@ -298,6 +299,23 @@ def configure_sk_postgresql(app: Flask, settings: BenchSettings) -> None:
     init_sessionkeeper(app)
 
 
+def configure_sk_mariadb(app: Flask, settings: BenchSettings) -> None:
+    install_sql_counter(app, "mariadb")
+    app.config["SESSION_TYPE"] = "sqlalchemy"
+    app.config["SESSION_SQLALCHEMY"] = settings.mariadb_url
+    app.config["SESSION_SQLALCHEMY_TABLE"] = MARIADB_TABLE
+    app.config["SESSION_KEY_PREFIX"] = f"{settings.key_prefix}sk:"
+    init_sessionkeeper(app)
+
+
+def configure_sk_sqlalchemy_sqlite(app: Flask, settings: BenchSettings) -> None:
+    # A URL like sk-postgresql's: sessionkeeper builds its own (autocommit, WAL) engine.
+    install_sql_counter(app, "sqlite")
+    app.config["SESSION_TYPE"] = "sqlalchemy"
+    app.config["SESSION_SQLALCHEMY"] = "sqlite:///" + data_path(settings, "sk-sqlalchemy.sqlite3")
+    init_sessionkeeper(app)
+
+
 Configurer = Callable[[Flask, BenchSettings], None]
 
 CONFIGURERS: dict[str, Configurer] = {
@@ -316,18 +334,25 @@ CONFIGURERS: dict[str, Configurer] = {
     "sk-memcached": configure_sk_memcached,
     "sk-filesystem": configure_sk_filesystem,
     "sk-postgresql": configure_sk_postgresql,
+    "sk-mariadb": configure_sk_mariadb,
+    "sk-sqlalchemy-sqlite": configure_sk_sqlalchemy_sqlite,
 }
 
 
 def install_sql_counter(app: Flask, driver: str) -> None:
     """Count SQL statements in this process; must run before any DB connection opens."""
-    from workercounters import install_psycopg2_counter, install_sqlite_counter
+    from workercounters import (
+        install_psycopg2_counter,
+        install_pymysql_counter,
+        install_sqlite_counter,
+    )
 
-    counters = app.extensions["bench_counters"]
-    if driver == "sqlite":
-        install_sqlite_counter(counters)
-    else:
-        install_psycopg2_counter(counters)
+    installers = {
+        "sqlite": install_sqlite_counter,
+        "postgresql": install_psycopg2_counter,
+        "mariadb": install_pymysql_counter,
+    }
+    installers[driver](app.extensions["bench_counters"])
 
 
 def count_requests(app: Flask, counters: WorkerCounters) -> None:

@@ -38,6 +38,8 @@ VARIANTS: tuple[str, ...] = (
     "sk-memcached",
     "sk-filesystem",
     "sk-postgresql",
+    "sk-mariadb",
+    "sk-sqlalchemy-sqlite",
 )
 
 # Which server-side counter measures each variant's store traffic.
@@ -57,6 +59,13 @@ STORE_OF_VARIANT: dict[str, str] = {
     "sk-memcached": "memcached",
     "sk-filesystem": "none",
     "sk-postgresql": "sql",
+    "sk-mariadb": "sql",
+    "sk-sqlalchemy-sqlite": "sql",
+}
+
+# Variants that need a shared database server; run.py checks it answers before the run.
+DATABASE_OF_VARIANT: dict[str, str] = {
+    "sk-mariadb": "mariadb",
 }
 
 REDIS_HOST = "127.0.0.1"
@@ -67,6 +76,11 @@ POSTGRES_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
 POSTGRES_TABLE = "sessionkeeper_bench"
 # raw-postgresql's table: one row per simulated session, dropped after the run.
 RAW_POSTGRES_TABLE = "sessionkeeper_bench_raw"
+MARIADB_HOST = "127.0.0.1"
+MARIADB_PORT = 3306
+MARIADB_URL = f"mysql+pymysql://root@{MARIADB_HOST}:{MARIADB_PORT}/test"
+# sk-mariadb's own table in MariaDB's DB `test`, dropped after the run.
+MARIADB_TABLE = "sessionkeeper_bench_mariadb"
 
 # The two keys /login stores and /read returns; /read's body must equal this.
 SESSION_USER = "alice"
@@ -88,6 +102,7 @@ class BenchSettings:
     redis_port: int = REDIS_PORT
     redis_db: int = REDIS_DB
     postgres_url: str = POSTGRES_URL
+    mariadb_url: str = MARIADB_URL
 
     def to_env(self) -> str:
         return json.dumps(asdict(self))

@@ -276,7 +276,9 @@ METHOD_NOTES = """
   SQL: each worker counts the statements its driver actually executes (SQLite: the
   sqlite3 trace callback, including the BEGIN/COMMIT the sqlite3 module issues;
   PostgreSQL: a psycopg2 connection/cursor subclass counting executes plus the
-  implicit BEGIN and real COMMIT/ROLLBACK round trips) into a memory-mapped file
+  implicit BEGIN and real COMMIT/ROLLBACK round trips; MariaDB: a pymysql
+  connection subclass counting every query it sends plus every BEGIN/COMMIT/ROLLBACK,
+  which pymysql sends on each call, autocommit or not) into a memory-mapped file
   the runner sums. `pg_stat_statements` is not loaded on this server and
   `pg_stat_database` is flushed lazily, so neither can be cut per wrk run.
   Filesystem variants do no network I/O and are not counted.

@@ -27,6 +27,11 @@ from pathlib import Path
 from typing import Any
 
 from common import (
+    DATABASE_OF_VARIANT,
+    MARIADB_HOST,
+    MARIADB_PORT,
+    MARIADB_TABLE,
+    MARIADB_URL,
     POSTGRES_TABLE,
     POSTGRES_URL,
     RAW_POSTGRES_TABLE,
@@ -64,9 +69,10 @@ from stores import (
     StoreProbe,
     counter_delta,
     delete_redis_prefix,
-    drop_postgres_table,
+    drop_sql_table,
     memcached_server,
     redis_server,
+    sql_server_version,
 )
 
 SETTLE_S = 0.2  # lets requests in flight when wrk stops finish before the "after" snapshot
@@ -226,7 +232,9 @@ class Services:
     redis_port: int = REDIS_PORT
     redis_client: Any | None = None
     memcached_port: int | None = None
-    errors: dict[str, str] = field(default_factory=dict)  # store -> why it is unavailable
+    mariadb_version: str | None = None  # None: MariaDB not used in this run
+    # store or database (DATABASE_OF_VARIANT) -> why it is unavailable
+    errors: dict[str, str] = field(default_factory=dict)
     children: list[ChildServer] = field(default_factory=list)
 
     def start_child(self, store: str, server: ChildServer) -> bool:
@@ -259,6 +267,13 @@ def start_services(options: Options) -> Services:
             services.redis_client, error = connect_redis(services.redis_port)
             if error:
                 services.errors["redis"] = error
+    if any(DATABASE_OF_VARIANT.get(v) == "mariadb" for v in options.variants):
+        try:
+            services.mariadb_version = sql_server_version(MARIADB_URL)
+        except Exception as exc:  # driver missing, server down, access denied, ...
+            where = f"MariaDB at {MARIADB_HOST}:{MARIADB_PORT}"
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+            services.errors["mariadb"] = f"{where} not reachable: {reason}"
     return services
 
 
@@ -280,7 +295,9 @@ def initial_statuses(variants: list[str], store_errors: dict[str, str]) -> dict[
         sk_error = sessionkeeper_import_error()
     statuses = {}
     for variant in variants:
-        store_error = store_errors.get(STORE_OF_VARIANT[variant])
+        store_error = store_errors.get(STORE_OF_VARIANT[variant]) or store_errors.get(
+            DATABASE_OF_VARIANT.get(variant, "")
+        )
         if is_sessionkeeper_variant(variant) and sk_error:
             statuses[variant] = f"unavailable: {sk_error}"
         elif store_error:
@@ -496,7 +513,7 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def machine_info(redis_version: str) -> dict[str, str]:
+def machine_info(redis_version: str, mariadb_version: str | None) -> dict[str, str]:
     packages = (
         "flask",
         "flask-session",
@@ -504,6 +521,7 @@ def machine_info(redis_version: str) -> dict[str, str]:
         "redis",
         "pymemcache",
         "psycopg2-binary",
+        "pymysql",
         "gunicorn",
         "cachelib",
     )
@@ -514,7 +532,12 @@ def machine_info(redis_version: str) -> dict[str, str]:
         "Python": platform.python_version(),
         "packages": ", ".join(f"{p} {package_version(p)}" for p in packages),
         "servers": f"Redis {redis_version}; {tool_version(['memcached', '-V'])}; "
-        f"{tool_version(['psql', '--version'])} (server at 127.0.0.1:5432)",
+        f"{tool_version(['psql', '--version'])} (server at 127.0.0.1:5432)"
+        + (
+            f"; MariaDB {mariadb_version} (server at {MARIADB_HOST}:{MARIADB_PORT})"
+            if mariadb_version
+            else ""
+        ),
         "load generator": tool_version(["wrk", "-v"]),
     }
 
@@ -599,7 +622,7 @@ def main(argv: list[str] | None = None) -> int:
         "load_start": load_start,
         "load_end": load_average(),
         "busy": machine_is_busy(load_start),
-        "machine": machine_info(redis_version),
+        "machine": machine_info(redis_version, services.mariadb_version),
     }
     write_outputs(options, measurements, statuses, meta, overhead)
     return 0 if any(m.variant == "plain" for m in measurements) else 1
@@ -642,12 +665,16 @@ def clean_up_stores(options: Options, services: Services, key_prefix: str) -> No
     """Delete what this run stored in shared servers (memcached is private and just stops)."""
     if services.redis_client is not None:
         delete_redis_prefix(services.redis_client, key_prefix)
-    tables = {"sk-postgresql": POSTGRES_TABLE, "raw-postgresql": RAW_POSTGRES_TABLE}
-    for variant, table in tables.items():
-        if variant not in options.variants:
-            continue
+    tables = {
+        "sk-postgresql": (POSTGRES_URL, POSTGRES_TABLE),
+        "raw-postgresql": (POSTGRES_URL, RAW_POSTGRES_TABLE),
+        "sk-mariadb": (MARIADB_URL, MARIADB_TABLE),
+    }
+    for variant, (url, table) in tables.items():
+        if variant not in options.variants or DATABASE_OF_VARIANT.get(variant) in services.errors:
+            continue  # not run, or its server never answered: nothing of ours is there
         try:
-            drop_postgres_table(POSTGRES_URL, table)
+            drop_sql_table(url, table)
         except Exception as exc:  # cleanup must not hide the results
             print(f"warning: could not drop {table}: {exc}", flush=True)
 

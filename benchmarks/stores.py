@@ -1,4 +1,4 @@
-"""Server-side store counters (the runner's view) and privately started store servers.
+"""Server-side store counters (the runner's view), store servers and SQL table cleanup.
 
 Every snapshot is a flat {"<store>:<counter>": int}; the runner subtracts a
 snapshot taken before a wrk run from one taken after it.
@@ -131,14 +131,31 @@ def delete_redis_prefix(client: Any, prefix: str, max_rounds: int = 10_000) -> i
     return deleted
 
 
-def drop_postgres_table(url: str, table: str) -> None:
-    """Remove the benchmark's own session table (it holds nothing but this run's rows)."""
+def drop_sql_table(url: str, table: str) -> None:
+    """Remove the benchmark's own session table (it holds nothing but this run's rows).
+
+    `url` is a PostgreSQL (psycopg2) or MariaDB (pymysql) SQLAlchemy URL; both
+    drivers take `connect_timeout`. The name is quoted the dialect's way.
+    """
     import sqlalchemy as sa
 
     engine = sa.create_engine(url, connect_args={"connect_timeout": 5})
     try:
+        quoted = engine.dialect.identifier_preparer.quote_identifier(table)
         with engine.begin() as conn:
-            conn.execute(sa.text(f'DROP TABLE IF EXISTS "{table}"'))
+            conn.execute(sa.text(f"DROP TABLE IF EXISTS {quoted}"))
+    finally:
+        engine.dispose()
+
+
+def sql_server_version(url: str) -> str:
+    """`SELECT VERSION()` of the server behind `url`; raises if it does not answer."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url, connect_args={"connect_timeout": 5})
+    try:
+        with engine.connect() as conn:
+            return str(conn.execute(sa.text("SELECT VERSION()")).scalar())
     finally:
         engine.dispose()
 

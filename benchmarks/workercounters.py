@@ -4,7 +4,9 @@ Each gunicorn worker counts the requests it serves and, for SQL variants, the
 statements its database driver actually sends (SQLite: the sqlite3 trace
 callback, which also reports the BEGIN/COMMIT the sqlite3 module issues
 itself; PostgreSQL: a psycopg2 connection/cursor subclass counting every
-execute plus the implicit BEGIN and real COMMIT/ROLLBACK round trips).
+execute plus the implicit BEGIN and real COMMIT/ROLLBACK round trips;
+MariaDB: a pymysql connection subclass counting every query it sends plus
+each BEGIN/COMMIT/ROLLBACK, which pymysql sends on every call).
 Counts live in a small per-worker file mapped into memory, so counting costs
 one integer increment and the runner can sum the files at any time without
 talking to the workers.
@@ -165,3 +167,41 @@ def install_psycopg2_counter(counter: WorkerCounters) -> None:
         return original(*args, **kwargs)
 
     psycopg2.connect = counting_connect
+
+
+def install_pymysql_counter(counter: WorkerCounters) -> None:
+    """Count every round trip pymysql makes for statements, on connections opened from now on.
+
+    Every cursor execute reaches the server through `Connection.query` (a batched
+    `executemany` INSERT is one query, so one count). Unlike psycopg2, pymysql has
+    no implicit BEGIN and sends COMMIT/ROLLBACK on every `commit()`/`rollback()`
+    call, in autocommit mode too, so each call is a real round trip.
+    """
+    import pymysql
+    import pymysql.connections
+
+    class CountingConnection(pymysql.connections.Connection):
+        def query(self, sql: Any, unbuffered: bool = False) -> Any:
+            counter.count_statement(sql)
+            return super().query(sql, unbuffered)
+
+        def begin(self) -> None:
+            counter.count_statement("BEGIN")
+            super().begin()
+
+        def commit(self) -> None:
+            counter.count_statement("COMMIT")
+            super().commit()
+
+        def rollback(self) -> None:
+            counter.count_statement("ROLLBACK")
+            super().rollback()
+
+        def autocommit(self, value: Any) -> None:
+            # pymysql sends SET AUTOCOMMIT only when the server's mode differs.
+            if bool(value) != self.get_autocommit():
+                counter.count_statement("SET AUTOCOMMIT")
+            super().autocommit(value)
+
+    # SQLAlchemy's pymysql dialect calls `pymysql.connect`, an alias of the class.
+    pymysql.connect = pymysql.Connect = CountingConnection  # type: ignore[misc]
