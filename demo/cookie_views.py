@@ -1,4 +1,5 @@
-"""Plain and signed cookies: the tutorials' /setcookie, /getcookie and /delcookie."""
+"""Plain and signed cookies: the tutorials' /setcookie, /getcookie and /delcookie, and
+/set_cookie, /get_cookie and /del_cookie as the other tutorial spells them."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from sessionkeeper.flask import get_signed_cookie, set_signed_cookie
 cookie_views = Blueprint("cookies", __name__)
 
 NICKNAME_MAX_AGE = 3600  # seconds
+USER_MAX_AGE = 30  # seconds
 AGE_LIFETIME = timedelta(days=30)
 SIGNED_COOKIE = "remember"
 
@@ -44,6 +46,35 @@ def delcookie() -> Response:
     response = _page("Cookie deleted", "nickname is gone; age stays")
     # Deleting a cookie is asking the browser to expire it now.
     response.delete_cookie("nickname")
+    return response
+
+
+@cookie_views.route("/set_cookie")
+def set_cookie() -> Response:
+    response = _page(
+        "Cookies set",
+        "username=xiaoming, kept until the browser closes (no max_age)",
+        f"user=xiaoming, kept for {USER_MAX_AGE} seconds (max_age)",
+    )
+    response.set_cookie("username", "xiaoming")
+    response.set_cookie("user", "xiaoming", max_age=USER_MAX_AGE)
+    return response
+
+
+@cookie_views.route("/get_cookie")
+def get_cookie() -> Response:
+    username = request.cookies.get("username")
+    user = request.cookies.get("user")
+    return _page("Cookies read", f"username={username},user={user}")
+
+
+@cookie_views.route("/del_cookie")
+def del_cookie() -> Response:
+    response = _page("Cookies deleted", "username and user are gone")
+    # The tutorial's way, the same request delete_cookie makes: an empty value that
+    # expires at once, so the browser drops the cookie.
+    response.set_cookie("user", "", max_age=0)
+    response.set_cookie("username", "", max_age=0)
     return response
 
 

@@ -29,7 +29,12 @@ from sessionkeeper.stores.base import SessionStore
 
 PROVIDER_DIR = Path(__file__).parent / "providers"
 STORE_KINDS = sorted(p.stem for p in PROVIDER_DIR.glob("*.py") if not p.stem.startswith("_"))
-APP_KINDS = [*STORE_KINDS, "cookie"]
+#: client-side app kinds: the session is the cookie, signed or also encrypted
+COOKIE_KINDS: dict[str, dict[str, Any]] = {
+    "cookie": {"SESSION_TYPE": "cookie"},
+    "cookie-encrypted": {"SESSION_TYPE": "cookie", "SESSION_COOKIE_ENCRYPT": True},
+}
+APP_KINDS = [*STORE_KINDS, *COOKIE_KINDS]
 STRICT = os.environ.get("SESSIONKEEPER_REQUIRE_SERVERS") == "1"
 # The one server that cannot be installed from this project's package sources.
 ALLOWED_STRICT_SKIPS = ("MONGODB_URL",)
@@ -57,8 +62,8 @@ def app_kind(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 def app_config(app_kind: str, tmp_path: Path) -> Iterator[dict[str, Any]]:
-    if app_kind == "cookie":
-        yield {"SESSION_TYPE": "cookie"}
+    if app_kind in COOKIE_KINDS:
+        yield dict(COOKIE_KINDS[app_kind])
         return
     with provider(app_kind).flask_config(tmp_path) as config:
         yield config

@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+import inspect
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 from sessionkeeper.stores.base import SessionRecord, SessionStore, SessionUpdate
 
+#: operations that only read the stored sessions (or ping the store); every other call,
+#: including one this wrapper does not know, counts as a write
+NON_WRITES = frozenset({"load", "keys_for_user", "check", "close"})
+
 
 class CountingStore(SessionStore):
-    """Delegates to a real store and counts load/create/update/touch/delete calls."""
+    """Delegates to a real store and counts every call of a store operation.
+
+    The operations of the SessionStore interface are counted by name. A method the
+    inner store has beyond that interface is counted too, under its own name (and as a
+    write), so a test asserting "no store call" cannot miss it. Plain attributes
+    (settings, names) pass through uncounted.
+    """
 
     def __init__(self, inner: SessionStore) -> None:
         self.inner = inner
@@ -25,7 +37,7 @@ class CountingStore(SessionStore):
 
     @property
     def writes(self) -> int:
-        return sum(self.calls[op] for op in ("create", "update", "touch", "delete"))
+        return sum(n for op, n in self.calls.items() if op not in NON_WRITES)
 
     def load(self, key: str, now: float) -> SessionRecord | None:
         self.calls["load"] += 1
@@ -56,10 +68,34 @@ class CountingStore(SessionStore):
         return self.inner.keys_for_user(user_id, now)
 
     def check(self) -> None:
+        self.calls["check"] += 1
         self.inner.check()
 
+    def close(self) -> None:
+        self.calls["close"] += 1
+        self.inner.close()
+
     def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
+        found = getattr(self.inner, name)
+        if not inspect.ismethod(found):
+            return found
+        method: Callable[..., Any] = found
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            self.calls[name] += 1
+            return method(*args, **kwargs)
+
+        return counted
+
+
+# An operation added to SessionStore but not overridden above would run the base
+# class's default on the wrapper instead of the real store's, uncounted: refuse it.
+_UNWRAPPED = sorted(
+    name for name, value in vars(SessionStore).items()
+    if callable(value) and not name.startswith("_") and name not in vars(CountingStore)
+)
+if _UNWRAPPED:
+    raise TypeError(f"CountingStore does not count the store operations {_UNWRAPPED}")
 
 
 def count_store_calls(app: Any) -> CountingStore:

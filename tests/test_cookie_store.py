@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import base64
 import logging
+import random
 import secrets
+import string
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -372,12 +374,69 @@ def test_session_over_browser_limit_in_production_is_a_500_without_cookie(
     assert set_cookie_headers(response) == []
 
 
-def test_session_just_under_the_limit_is_sent(make_app: MakeApp) -> None:
-    app = cookie_app(make_app)
-    client = app.test_client()
-    response = client.post("/stuff", data=secrets.token_urlsafe(2000))
-    [header] = set_cookie_headers(response)
-    assert len(header.split(";")[0]) <= 4093
+COOKIE_LIMIT = 4093  # bytes of name, "=" and value (docs/cookies.md)
+#: text that compresses about as well at any length, the same in every run
+FILLER = "".join(random.Random(4093).choices(string.ascii_letters + string.digits, k=6000))
+
+
+def largest_fitting_filler(make_app: MakeApp, **config: Any) -> tuple[int, int]:
+    """How much of FILLER the "session" cookie holds within the limit, and that
+    cookie's size. The size grows unevenly with the data (compression, base64), so the
+    cookie's name, which the limit counts too, closes the gap byte by byte."""
+    app = cookie_app(make_app, PROPAGATE_EXCEPTIONS=False, **config)
+
+    def size(n: int) -> int | None:
+        response = app.test_client().post("/stuff", data=FILLER[:n])
+        if response.status_code == 500:
+            return None
+        [header] = set_cookie_headers(response)
+        return len(header.split(";")[0])
+
+    fits, too_big = 0, len(FILLER)
+    assert size(too_big) is None
+    while too_big - fits > 1:
+        middle = (fits + too_big) // 2
+        if size(middle) is None:
+            too_big = middle
+        else:
+            fits = middle
+    found = size(fits)
+    assert found is not None and found <= COOKIE_LIMIT
+    return fits, found
+
+
+@pytest.mark.parametrize("encrypt", [False, True], ids=["signed", "encrypted"])
+# Werkzeug warns from 4093 bytes of the whole header, attributes included; browsers
+# count name and value only, as sessionkeeper does.
+@pytest.mark.filterwarnings("ignore:The '.*' cookie is too large")
+def test_session_exactly_at_the_limit_is_sent_and_one_byte_more_is_refused(
+    make_app: MakeApp, caplog: pytest.LogCaptureFixture, encrypt: bool,
+) -> None:
+    length, size = largest_fitting_filler(make_app, SESSION_COOKIE_ENCRYPT=encrypt)
+    name = "session" + "x" * (COOKIE_LIMIT - size)
+
+    at_limit = cookie_app(make_app, SESSION_COOKIE_NAME=name, SESSION_COOKIE_ENCRYPT=encrypt)
+    at_limit.add_url_rule("/stuff", "read_stuff", lambda: session.get("blob", "none"))
+    client = at_limit.test_client()
+    response = client.post("/stuff", data=FILLER[:length])
+    assert response.status_code == 200
+    [header] = [h for h in response.headers.getlist("Set-Cookie") if h.startswith(name + "=")]
+    assert len(header.split(";")[0]) == COOKIE_LIMIT
+    assert client.get("/stuff").text == FILLER[:length]
+
+    over = cookie_app(make_app, SESSION_COOKIE_NAME=name + "x",
+                      SESSION_COOKIE_ENCRYPT=encrypt)
+    caplog.set_level(logging.ERROR, logger="sessionkeeper")
+    caplog.clear()  # the search above logged its refusals too
+    client = over.test_client()
+    with pytest.raises(SessionTooLarge) as caught:
+        client.post("/stuff", data=FILLER[:length])
+    assert (caught.value.size, caught.value.limit) == (COOKIE_LIMIT + 1, COOKIE_LIMIT)
+    assert str(caught.value).startswith(
+        "the session cookie would be 4094 bytes, over the 4093-byte limit browsers keep")
+    assert [r.getMessage() for r in caplog.records if r.name == "sessionkeeper"] == [
+        "session cookie of 4094 bytes not sent: over the 4093-byte limit"]
+    assert client.get_cookie(name + "x") is None
 
 
 # -- what gets written -------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 import struct
 
 from .errors import ConfigurationError
@@ -11,6 +12,9 @@ from .signing import KeyRing
 
 PREFIX = "~"  # marks encrypted cookies; never produced by itsdangerous' alphabet
 _VERSION = b"\x01"
+# What encrypt() emits after the prefix: b64decode alone would skip any other character,
+# so a cookie with junk added would still open.
+_BODY = re.compile(r"[A-Za-z0-9_-]*")
 
 
 class CookieCipher:
@@ -37,6 +41,8 @@ class CookieCipher:
         from cryptography.exceptions import InvalidTag
 
         body = token[len(PREFIX):]
+        if not token.startswith(PREFIX) or _BODY.fullmatch(body) is None:
+            return None
         try:
             blob = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
         except ValueError:

@@ -459,6 +459,47 @@ def test_delcookie_removes_only_nickname(default_demo: LiveDemo) -> None:
     assert "nickname=None age=12" in client.get(f"{default_demo.url}/getcookie").text
 
 
+def test_set_get_and_del_cookie_as_the_tutorial_spells_them(default_demo: LiveDemo) -> None:
+    client = requests.Session()
+    url = default_demo.url
+    assert "username=None,user=None" in client.get(f"{url}/get_cookie").text
+
+    response = client.get(f"{url}/set_cookie")
+    assert response.status_code == 200
+    headers = set_cookie_headers(response)
+    assert set(headers) == {"username", "user"}  # the page never touches the session
+    username, user = headers["username"], headers["user"]
+    assert username.startswith("username=xiaoming;")
+    # A browser-session cookie: no lifetime of its own, gone when the browser closes.
+    assert attribute(username, "Max-Age") is None
+    assert attribute(username, "Expires") is None
+    assert user.startswith("user=xiaoming;")
+    assert attribute(user, "Max-Age") == "30"
+    user_expires = parsedate_to_datetime(attribute(user, "Expires") or "").timestamp()
+    assert time.time() + 20 < user_expires <= time.time() + 31
+
+    username_cookie, user_cookie = jar_cookie(client, "username"), jar_cookie(client, "user")
+    assert username_cookie is not None and username_cookie.value == "xiaoming"
+    assert username_cookie.expires is None and username_cookie.discard
+    assert user_cookie is not None and user_cookie.value == "xiaoming"
+    assert user_cookie.expires is not None
+    assert time.time() + 20 < user_cookie.expires <= time.time() + 31
+    assert "username=xiaoming,user=xiaoming" in client.get(f"{url}/get_cookie").text
+
+    deleted = client.get(f"{url}/del_cookie")
+    assert deleted.status_code == 200
+    headers = set_cookie_headers(deleted)
+    assert set(headers) == {"username", "user"}
+    for name, header in headers.items():
+        assert header.startswith(f"{name}=;")
+        assert attribute(header, "Max-Age") == "0"
+        expires = parsedate_to_datetime(attribute(header, "Expires") or "").timestamp()
+        assert expires <= time.time()  # expired already: the browser drops it
+    assert jar_cookie(client, "username") is None
+    assert jar_cookie(client, "user") is None
+    assert "username=None,user=None" in client.get(f"{url}/get_cookie").text
+
+
 def test_signed_cookie_is_readable_but_not_forgeable(default_demo: LiveDemo) -> None:
     client = requests.Session()
     missing = client.get(f"{default_demo.url}/get_signed_cookie")
