@@ -13,6 +13,7 @@ import logging
 import socket
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
@@ -541,29 +542,166 @@ def test_a_server_started_with_a_larger_limit_keeps_large_sessions(
 
 
 # -- outages ---------------------------------------------------------------------------
-def test_an_outage_answers_503_and_the_app_recovers_when_the_server_returns(
+Answer = tuple[int, str]
+
+
+class Traffic:
+    """A browser tab requesting ``paths`` in a loop while the test breaks servers.
+
+    Answers are counted per path as (status, text); an exception escaping the app (which
+    TESTING propagates) counts as a 500.
+    """
+
+    def __init__(self, app: Flask, cookie: str, paths: tuple[str, ...] = ("/ping", "/read"),
+                 ) -> None:
+        self.client = app.test_client()
+        self.client.set_cookie("session", cookie)
+        self.paths = paths
+        self._seen = {path: Counter[Answer]() for path in paths}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for path in self.paths:
+                try:
+                    response = self.client.get(path)
+                    answer = (response.status_code, response.text)
+                except Exception as exc:
+                    answer = (500, repr(exc))
+                with self._lock:
+                    self._seen[path][answer] += 1
+            time.sleep(0.005)
+
+    def take(self) -> dict[str, Counter[Answer]]:
+        """The answers counted since the last take."""
+        with self._lock:
+            seen, self._seen = self._seen, {path: Counter() for path in self.paths}
+        return seen
+
+    def wait_for(self, path: str, status: int, text: str | None = None) -> None:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with self._lock:
+                if any(s == status and text in (None, t) for s, t in self._seen[path]):
+                    return
+            time.sleep(0.01)
+        raise AssertionError(f"no {status} {text or ''} on {path} within 30 s: {self._seen}")
+
+    def __enter__(self) -> Traffic:
+        self._thread.start()
+        self.wait_for(self.paths[-1], 200)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+
+def statuses(answers: Counter[Answer]) -> set[int]:
+    return {status for status, _ in answers}
+
+
+def test_an_outage_under_traffic_answers_503_and_the_app_recovers(
         make_app: Callable[..., Flask], dedicated: ServerGroup) -> None:
     server = dedicated[0]
     app = session_app(make_app, {"SESSION_TYPE": "memcached",
                                  "SESSION_MEMCACHED": address(server)})
     browser = app.test_client()
-    browser.post("/login/laowang")
-    assert browser.get("/read").text == "welcome laowang"
+    cookie = cookie_of(browser.post("/login/laowang"))
+    with Traffic(app, cookie) as traffic:
+        before = traffic.take()
+        dedicated.stop()  # mid-traffic
+        traffic.wait_for("/read", 503)
+        assert browser.get("/read").status_code == 503
+        response = browser.post("/set/theme")
+        assert response.status_code == 503
+        assert "Set-Cookie" not in response.headers  # no new session handed out
+        assert browser.get("/ping").text == "pong"
+        during = traffic.take()
 
-    dedicated.stop()
-    assert browser.get("/read").status_code == 503
-    assert browser.post("/set/theme").status_code == 503
-    assert browser.get("/ping").status_code == 200  # views without the session are fine
+        back = start_or_skip(start_memcached, 1, port=server[1])
+        try:
+            # memcached keeps nothing across a restart: the session is gone, not broken,
+            # and the same app serves again.
+            traffic.wait_for("/read", 200, "please log in")
+            browser.post("/login/laowang")
+            assert browser.get("/read").text == "welcome laowang"
+            after = traffic.take()
+        finally:
+            back.stop()
 
-    back = start_or_skip(start_memcached, 1, port=server[1])
+    assert set(before["/read"]) == {(200, "welcome laowang")}
+    for phase in (before, during, after):
+        assert set(phase["/ping"]) == {(200, "pong")}  # views without the session: always
+    # Once the server is gone: 503 (never a 500), and never a silent logout.
+    assert statuses(during["/read"]) <= {200, 503}
+    assert (200, "please log in") not in during["/read"]
+    assert statuses(after["/read"]) <= {200, 503}
+    assert (200, "welcome laowang") not in after["/read"]  # the restart emptied it
+
+
+def test_a_dead_server_under_traffic_leaves_the_other_servers_sessions_intact(
+        make_app: Callable[..., Flask], dedicated: ServerGroup) -> None:
+    doomed, survivor = dedicated[0], start_or_skip(start_memcached, 1)
     try:
-        # memcached keeps nothing across a restart: the session is gone, not broken.
-        response = browser.get("/read")
-        assert (response.status_code, response.text) == (200, "please log in")
-        browser.post("/login/laowang")
-        assert browser.get("/read").text == "welcome laowang"
+        app = session_app(make_app, {"SESSION_TYPE": "memcached",
+                                     "SESSION_MEMCACHED": [address(doomed),
+                                                           address(survivor[0])]})
+        client = app.extensions["sessionkeeper"].backend.store.client
+        assert isinstance(client, HashClient)
+        client.dead_timeout = 1  # pymemcache's ring takes a dead server back after this
+        browsers = []
+        for n in range(16):
+            browser = app.test_client()
+            sid = cookie_of(browser.post(f"/login/user{n}"))
+            browsers.append((n, browser, sid, "session:" + storage_key(sid)))
+        kept = set(Client(survivor[0], connect_timeout=5, timeout=5).get_many(
+            [key for *_, key in browsers]))
+        assert 0 < len(kept) < len(browsers), "sessions landed on both servers"
+        safe = next(b for b in browsers if b[3] in kept)
+        lost = next(b for b in browsers if b[3] not in kept)
+
+        with Traffic(app, safe[2]) as on_survivor, \
+                Traffic(app, lost[2], paths=("/read",)) as on_doomed:
+            dedicated.stop()  # mid-traffic
+            on_doomed.wait_for("/read", 503)
+            # After three failures pymemcache drops the server from its ring (see
+            # docs/stores/memcached.md): its sessions then read as logged out.
+            on_doomed.wait_for("/read", 200, "please log in")
+            for n, browser, _, key in browsers:
+                if key in kept:
+                    response = browser.get("/read")
+                    assert (response.status_code, response.text) == (200, f"welcome user{n}")
+            outage = on_survivor.take(), on_doomed.take()
+
+            back = start_or_skip(start_memcached, 1, port=doomed[1])
+            try:
+                time.sleep(1.2)  # dead_timeout: the ring takes the server back
+                fresh = []
+                for n in range(16):
+                    browser = app.test_client()
+                    sid = cookie_of(browser.post(f"/login/new{n}"))
+                    fresh.append((n, browser, "session:" + storage_key(sid)))
+                on_back = Client(back[0], connect_timeout=5, timeout=5).get_many(
+                    [key for *_, key in fresh])
+                assert on_back, "new sessions land on the restarted server again"
+                for n, browser, _ in fresh:
+                    assert browser.get("/read").text == f"welcome new{n}"
+            finally:
+                back.stop()
+            after = on_survivor.take()
+
+        survivor_side, doomed_side = outage
+        assert set(survivor_side["/ping"]) == set(after["/ping"]) == {(200, "pong")}
+        # The surviving server's session answered throughout, unchanged.
+        assert set(survivor_side["/read"]) == set(after["/read"]) == {
+            (200, f"welcome user{safe[0]}")}
+        assert statuses(doomed_side["/read"]) <= {200, 503}  # never a 500
+        assert (200, f"welcome user{safe[0]}") not in doomed_side["/read"]
     finally:
-        back.stop()
+        survivor.stop()
 
 
 def test_a_quick_server_restart_costs_no_failed_request(make_app: Callable[..., Flask],

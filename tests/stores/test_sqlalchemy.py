@@ -19,13 +19,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import pymysql
 import pytest
 import sqlalchemy as sa
 from flask import Flask, session
 from flask_sqlalchemy import SQLAlchemy
 from providers import sqlalchemy_mariadb, sqlalchemy_postgresql, sqlalchemy_sqlite
 
-from sessionkeeper.errors import ConfigurationError
+from sessionkeeper.errors import ConfigurationError, StoreUnavailable
 from sessionkeeper.flask import Session
 from sessionkeeper.serialization import ValueCodec
 from sessionkeeper.stores.base import SessionRecord, SessionUpdate
@@ -543,6 +544,36 @@ def test_sql_statements_per_request(make_app: MakeApp, db_url: str, table: str) 
         assert statements_of("GET", "/logout") == ["SELECT", "DELETE"]
 
 
+@pytest.mark.parametrize("backend", ["mariadb"], indirect=True)
+def test_no_commit_or_rollback_round_trips_on_mariadb(
+        make_app: MakeApp, db_url: str, table: str) -> None:
+    # Every statement commits by itself (autocommit); pymysql would still send COMMIT and
+    # ROLLBACK to the server when asked, each a round trip. Counted by the server.
+    app = session_app(make_app, sql_config(db_url, table))
+    client = app.test_client()
+    client.post("/login")
+
+    # A raw autocommit connection: it sends no COMMIT or ROLLBACK of its own.
+    url = sa.make_url(db_url)
+    watcher = pymysql.connect(host=url.host, port=url.port, user=url.username,
+                              database=url.database, autocommit=True)
+
+    def server_counts() -> dict[str, int]:
+        with watcher.cursor() as cursor:
+            cursor.execute("SHOW GLOBAL STATUS WHERE Variable_name IN "
+                           "('Com_commit', 'Com_rollback')")
+            return {name: int(value) for name, value in cursor.fetchall()}
+
+    try:
+        before = server_counts()
+        assert client.get("/whoami").status_code == 200
+        assert client.post("/count").status_code == 200
+        assert client.get("/logout").status_code == 200
+        assert server_counts() == before
+    finally:
+        watcher.close()
+
+
 def test_a_read_only_request_writes_only_when_the_refresh_is_due(
         make_app: MakeApp, db_url: str, table: str) -> None:
     app = session_app(make_app, sql_config(db_url, table, SESSION_REFRESH_FRACTION=0))
@@ -792,7 +823,11 @@ def test_documentation_examples_run(number: int, tmp_path: Path,
 
 
 class Forwarder:
-    """A loopback TCP forwarder to a database; ``cut()`` drops every connection."""
+    """A loopback TCP forwarder to a database; ``cut()`` drops every connection.
+
+    ``freeze()`` stops passing bytes on but keeps every connection open and accepts new
+    ones, as a hung server does (its kernel still acknowledges); ``thaw()`` resumes.
+    """
 
     def __init__(self, target: tuple[str, int]) -> None:
         self.target = target
@@ -800,13 +835,22 @@ class Forwarder:
         self._lock = threading.Lock()
         self._sockets: list[socket.socket] = []
         self._listener: socket.socket | None = None
+        self._flowing = threading.Event()
+        self._flowing.set()
 
     def open(self) -> None:
         self._listener = socket.create_server(("127.0.0.1", self.port))
         threading.Thread(target=self._accept, args=(self._listener,), daemon=True).start()
 
+    def freeze(self) -> None:
+        self._flowing.clear()
+
+    def thaw(self) -> None:
+        self._flowing.set()
+
     def cut(self) -> None:
         assert self._listener is not None
+        self._flowing.set()  # frozen pumps wake and find their sockets closed
         with contextlib.suppress(OSError):
             self._listener.shutdown(socket.SHUT_RDWR)  # wakes the accept() below
         self._listener.close()
@@ -834,10 +878,10 @@ class Forwarder:
             for source, sink in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
 
-    @staticmethod
-    def _pump(source: socket.socket, sink: socket.socket) -> None:
+    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
         with contextlib.suppress(OSError):
             while data := source.recv(65536):
+                self._flowing.wait()
                 sink.sendall(data)
         for sock in (source, sink):
             with contextlib.suppress(OSError):
@@ -865,6 +909,78 @@ def test_a_database_outage_answers_503_and_recovers_by_itself(make_app: MakeApp,
     finally:
         forwarder.cut()
         store_of(app).close()
+
+
+def timed(call: Callable[[], Any], limit: float) -> tuple[BaseException | None, float]:
+    """What ``call`` raised and how long it took; fails (not hangs) past ``limit``."""
+    outcome: list[BaseException | None] = []
+
+    def run() -> None:
+        try:
+            call()
+            outcome.append(None)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    started = time.monotonic()
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(timeout=limit)
+    assert outcome, f"still blocked after {limit} s"
+    return outcome[0], time.monotonic() - started
+
+
+@pytest.mark.parametrize("backend", SERVERS, indirect=True)
+def test_a_database_that_stops_answering_fails_within_the_timeout(
+        make_app: MakeApp, db_url: str, table: str) -> None:
+    # The server accepted the connection, then goes silent mid-statement (hung, or a
+    # link gone dark): without a bound on each statement the request would wait forever.
+    url = sa.make_url(db_url)
+    forwarder = Forwarder((url.host or "127.0.0.1", url.port or 0))
+    forwarder.open()
+    through = url.set(port=forwarder.port).render_as_string(hide_password=False)
+    app = session_app(make_app, sql_config(through, table, SESSION_SQLALCHEMY_TIMEOUT=1))
+    store = store_of(app)
+    client = app.test_client()
+    try:
+        client.post("/login")
+        key = app.extensions["sessionkeeper"].backend.key(session_cookie(client))
+        assert store.load(key, time.time()) is not None  # a pooled, working connection
+        forwarder.freeze()
+        raised, took = timed(lambda: store.load(key, time.time()), limit=30)
+        assert isinstance(raised, StoreUnavailable), raised
+        assert "connection lost after 1." in str(raised)
+        # One timeout, not two: a statement that timed out is not retried.
+        assert 0.9 < took < 1.8
+        answered: list[Any] = []
+        _, took = timed(lambda: answered.append(client.get("/whoami")), limit=30)
+        assert answered[0].status_code == 503  # a new connection: the connect timeout
+        assert took < 2.8
+        assert client.get("/ping").text == "pong"
+        forwarder.thaw()
+        assert client.get("/whoami").text == "laowang"  # recovered, nothing lost
+        assert client.post("/count").text == "1"
+    finally:
+        forwarder.cut()
+        store.close()
+
+
+def test_the_statement_timeouts_yield_to_the_urls_own() -> None:
+    url = sa.make_url(sqlalchemy_mariadb.url()).update_query_dict({"read_timeout": "8"})
+    engine = engine_from_url(url, timeout=2)
+    sent: dict[str, Any] = {}
+
+    @sa.event.listens_for(engine, "do_connect")
+    def capture(dialect: Any, conn_rec: Any, cargs: Any, cparams: dict[str, Any]) -> None:
+        sent.update(cparams)
+
+    try:
+        with engine.connect() as conn:
+            conn.execute(sa.select(sa.literal(1)))
+    finally:
+        engine.dispose()
+    # What the driver was given: the URL's read timeout, the store's for the rest.
+    assert (sent["read_timeout"], sent["write_timeout"], sent["connect_timeout"]) == (8, 2, 2)
 
 
 

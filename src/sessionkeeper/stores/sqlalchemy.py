@@ -28,6 +28,7 @@ import hashlib
 import math
 import os
 import random
+import socket
 import threading
 import time
 import weakref
@@ -53,13 +54,20 @@ class _Disconnected(StoreUnavailable):
     """A pooled connection turned out dead (the server restarted since it was opened)."""
 
 
+#: A pooled connection the server closed fails at once, on its first statement. A
+#: connection lost later than this was in use: the server stopped answering (a timeout)
+#: or died mid-statement, which is no case for a retry.
+STALE_CONNECTION_FAILS_WITHIN = 0.5
+
+
 def _retry_on_disconnect(method: F) -> F:
     """Run ``method`` again, once, when its pooled connection was dead.
 
     SQLAlchemy then drops the whole pool, so the second try gets a fresh connection.
     This replaces ``pool_pre_ping``, which costs a round trip on every request, with one
     that is paid only after a database restart. A dead connection fails before the
-    statement reaches the server, so the retry never applies a change twice.
+    statement reaches the server, so the retry never applies a change twice; a connection
+    lost after a wait (a timeout) is not retried (see ``_connection``).
     """
 
     @functools.wraps(method)
@@ -93,6 +101,15 @@ _TIMEOUT_ARGUMENTS = {
     "mysqlconnector": "connection_timeout",
     "pysqlite": "timeout",  # the busy timeout: how long a writer waits for the lock
 }
+# DBAPI connect() arguments bounding each read and write once connected, per driver.
+# (pg8000's "timeout" above is already a socket timeout for everything.)
+_OPERATION_TIMEOUT_ARGUMENTS = {
+    "pymysql": ("read_timeout", "write_timeout"),
+    "mysqldb": ("read_timeout", "write_timeout"),
+    "mariadbconnector": ("read_timeout", "write_timeout"),
+}
+# Drivers on libpq, which has no read timeout at all: a watchdog bounds their statements.
+_WATCHED_DRIVERS = ("psycopg2",)
 
 # MySQL's BLOB stops at 64 KB; LONGBLOB holds what max_allowed_packet lets through.
 _DATA_TYPE = sa.LargeBinary().with_variant(mysql.LONGBLOB(), "mysql", "mariadb")
@@ -185,6 +202,7 @@ class SQLAlchemyStore(SessionStore):
         self.codec = codec or ValueCodec()
         self.table = _table_in(metadata or sa.MetaData(), table, schema)
         self._owns_engine = owns_engine
+        self._commits = engine not in _AUTOCOMMIT_ENGINES
         self._seen = threading.local()
         t = self.table
         self._load = sa.select(
@@ -197,12 +215,13 @@ class SQLAlchemyStore(SessionStore):
     # -- connections ---------------------------------------------------------------
     @contextmanager
     def _connection(self) -> Iterator[sa.Connection]:
+        started = time.monotonic()
         try:
             with self.engine.connect() as conn:
                 yield conn
         except (sa_exc.OperationalError, sa_exc.InterfaceError) as exc:
             if exc.connection_invalidated:
-                raise _Disconnected(self.name, exc.orig or exc) from exc
+                raise self._lost(exc, started) from exc
             # The driver's own message: the wrapped statement's parameters would put
             # session data into logs.
             raise StoreUnavailable(self.name, exc.orig or exc) from exc
@@ -210,8 +229,20 @@ class SQLAlchemyStore(SessionStore):
             raise StoreUnavailable(self.name, exc) from exc
         except sa_exc.DBAPIError as exc:
             if exc.connection_invalidated:
-                raise _Disconnected(self.name, exc.orig or exc) from exc
+                raise self._lost(exc, started) from exc
             raise
+
+    def _lost(self, exc: sa_exc.DBAPIError, started: float) -> StoreUnavailable:
+        waited = time.monotonic() - started
+        if waited < STALE_CONNECTION_FAILS_WITHIN:
+            return _Disconnected(self.name, exc.orig or exc)
+        # The statement may have run, and the request has waited long enough: no retry.
+        return StoreUnavailable(self.name, f"connection lost after {waited:.1f} s "
+                                           f"({exc.orig or exc})")
+
+    def _commit(self, conn: sa.Connection) -> None:
+        if self._commits:
+            conn.commit()
 
     # -- interface -------------------------------------------------------------------
     @_retry_on_disconnect
@@ -244,7 +275,7 @@ class SQLAlchemyStore(SessionStore):
                 accessed_at=record.accessed_at, expires_at=record.expires_at,
                 permanent=record.permanent, user_id=record.user_id, version=1,
             ))
-            conn.commit()
+            self._commit(conn)
 
     @_retry_on_disconnect
     def update(self, key: str, update: SessionUpdate) -> bool:
@@ -260,7 +291,7 @@ class SQLAlchemyStore(SessionStore):
                         return False  # destroyed meanwhile (a logout): never recreate it
                     seen = _Seen(key, row.version, self.codec.unpack(row.data))
                 if self._write(conn, seen, update):
-                    conn.commit()
+                    self._commit(conn)
                     return True
                 # Another request saved first. End this transaction so the re-read sees
                 # its row (REPEATABLE READ would keep showing the old one), then retry.
@@ -298,21 +329,21 @@ class SQLAlchemyStore(SessionStore):
         with self._connection() as conn:
             conn.execute(sa.update(t).where(t.c.key == key).values(
                 accessed_at=accessed_at, expires_at=expires_at))
-            conn.commit()
+            self._commit(conn)
 
     @_retry_on_disconnect
     def delete(self, key: str) -> None:
         t = self.table
         with self._connection() as conn:
             conn.execute(sa.delete(t).where(t.c.key == key))
-            conn.commit()
+            self._commit(conn)
 
     @_retry_on_disconnect
     def delete_expired(self, now: float) -> int:
         t = self.table
         with self._connection() as conn:
             removed = conn.execute(sa.delete(t).where(t.c.expires_at <= now)).rowcount
-            conn.commit()
+            self._commit(conn)
         return int(removed)
 
     @_retry_on_disconnect
@@ -342,7 +373,7 @@ class SQLAlchemyStore(SessionStore):
                             and not sa.inspect(conn).has_schema(schema)):
                         conn.execute(sa.schema.CreateSchema(schema, if_not_exists=True))
                     self.table.create(conn, checkfirst=True)
-                    conn.commit()
+                    conn.commit()  # DDL: always, some databases run it in a transaction
                     break
                 except sa_exc.DBAPIError:
                     # Workers starting together: another one created it between our look
@@ -401,7 +432,8 @@ def _back_off(attempt: int) -> None:
 
 
 def engine_from_url(url: str | sa.URL, *, timeout: float = DEFAULT_TIMEOUT) -> sa.Engine:
-    """An engine for the store: short connect timeout, autocommit, fork-safe."""
+    """An engine for the store: autocommit, fork-safe, and ``timeout`` bounding both the
+    connection attempt and each statement (unless the URL sets the driver's own)."""
     try:
         parsed = sa.make_url(url)
     except sa_exc.ArgumentError as exc:
@@ -418,24 +450,136 @@ def engine_from_url(url: str | sa.URL, *, timeout: float = DEFAULT_TIMEOUT) -> s
     # No pool_pre_ping: it costs a round trip per request; dead connections are retried
     # once instead (_retry_on_disconnect).
     options: dict[str, Any] = {"hide_parameters": True}
-    argument = _TIMEOUT_ARGUMENTS.get(parsed.get_driver_name())
+    driver = parsed.get_driver_name()
+    connect_args: dict[str, Any] = {}
+    argument = _TIMEOUT_ARGUMENTS.get(driver)
     if argument and argument not in parsed.query:
         # sqlite3 and pg8000 take fractions of a second; the others whole seconds.
-        value = timeout if argument == "timeout" else max(1, math.ceil(timeout))
-        options["connect_args"] = {argument: value}
+        connect_args[argument] = timeout if argument == "timeout" else max(1, math.ceil(timeout))
+    for argument in _OPERATION_TIMEOUT_ARGUMENTS.get(driver, ()):
+        if argument not in parsed.query:
+            connect_args[argument] = max(1, math.ceil(timeout))
+    if connect_args:
+        options["connect_args"] = connect_args
     if backend in _AUTOCOMMIT_DIALECTS:
-        # Every operation is a single statement, so there is no transaction to reset.
-        options.update(isolation_level="AUTOCOMMIT", pool_reset_on_return=None)
+        # Every operation is a single statement, so there is no transaction to reset,
+        # and no ROLLBACK to send when a connection closes (pymysql would send one).
+        options.update(isolation_level="AUTOCOMMIT", pool_reset_on_return=None,
+                       skip_autocommit_rollback=True)
     try:
         engine = sa.create_engine(parsed, **options)
     except (ImportError, sa_exc.NoSuchModuleError) as exc:
         raise ConfigurationError(
             f"SESSION_SQLALCHEMY={parsed.render_as_string()!r} needs a database driver that "
             f"is not installed ({exc}); install the one for {parsed.drivername}") from exc
+    if backend in _AUTOCOMMIT_DIALECTS:
+        _AUTOCOMMIT_ENGINES.add(engine)
     _fresh_pool_after_fork(engine)
     if backend == "sqlite":
         _use_wal(engine, timeout)
+    if driver in _WATCHED_DRIVERS:
+        _watch_statements(engine, _StatementWatchdog(timeout))
     return engine
+
+
+class _StatementWatchdog:
+    """Shuts down the socket of a statement still unanswered at its deadline.
+
+    Once libpq has sent a statement it waits for the answer without limit. A server that
+    stops answering (hung, or behind a link that went dark) would hold the request for
+    good: TCP keepalives and ``tcp_user_timeout`` do not fire while the server's kernel
+    still acknowledges, and ``statement_timeout`` needs a server that runs. A shut socket
+    wakes libpq, which reports the connection lost; SQLAlchemy then discards it.
+
+    The thread polls a few times per timeout instead of being woken per statement: a
+    statement then costs a lock and a dict entry, not a thread switch.
+    """
+
+    #: seconds without statements after which the thread ends (the next one restarts it)
+    IDLE_EXIT = 60.0
+    #: checks per timeout: a frozen statement is cut after at most 1.25 x the timeout
+    CHECKS_PER_TIMEOUT = 4
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self._reset()
+        if hasattr(os, "register_at_fork"):
+            # A forked child has no thread and no statements in flight; the lock may have
+            # been held at the fork.
+            me = weakref.ref(self)
+
+            def in_child() -> None:
+                watchdog = me()
+                if watchdog is not None:
+                    watchdog._reset()
+
+            os.register_at_fork(after_in_child=in_child)
+
+    def _reset(self) -> None:
+        self._lock = threading.Lock()
+        self._armed: dict[int, tuple[float, Any]] = {}  # statements in flight
+        self._running = False
+
+    def arm(self, token: int, dbapi_connection: Any) -> None:
+        with self._lock:
+            self._armed[token] = (time.monotonic() + self.timeout, dbapi_connection)
+            if not self._running:
+                self._running = True
+                threading.Thread(target=self._run, name="sessionkeeper-sql-watchdog",
+                                 daemon=True).start()
+
+    def disarm(self, token: int) -> None:
+        # Under the lock: once this returns, the socket is never shut behind our back.
+        with self._lock:
+            self._armed.pop(token, None)
+
+    def _run(self) -> None:
+        idle_since = time.monotonic()
+        while True:
+            time.sleep(self.timeout / self.CHECKS_PER_TIMEOUT)
+            now = time.monotonic()
+            with self._lock:
+                if self._armed:
+                    idle_since = now
+                elif now - idle_since > self.IDLE_EXIT:
+                    self._running = False
+                    return
+                for token, (deadline, dbapi_connection) in list(self._armed.items()):
+                    if deadline <= now:
+                        del self._armed[token]
+                        _shut_down(dbapi_connection)
+
+
+def _shut_down(dbapi_connection: Any) -> None:
+    if dbapi_connection.closed:
+        return
+    # On a duplicate of the descriptor: shutting down acts on the socket both share,
+    # while the driver keeps its own descriptor to close.
+    with contextlib.suppress(OSError), \
+            socket.socket(fileno=os.dup(dbapi_connection.fileno())) as sock:
+        sock.shutdown(socket.SHUT_RDWR)
+
+
+def _watch_statements(engine: sa.Engine, watchdog: _StatementWatchdog) -> None:
+    # Keyed by the statement's execution context, which both ends of it can see.
+    @sa.event.listens_for(engine, "before_cursor_execute")
+    def arm(conn: sa.Connection, cursor: Any, statement: str, parameters: Any,
+            context: Any, executemany: bool) -> None:
+        watchdog.arm(id(context), conn.connection.dbapi_connection)
+
+    @sa.event.listens_for(engine, "after_cursor_execute")
+    def disarm(conn: sa.Connection, cursor: Any, statement: str, parameters: Any,
+               context: Any, executemany: bool) -> None:
+        watchdog.disarm(id(context))
+
+    @sa.event.listens_for(engine, "handle_error")
+    def disarm_after_error(error: sa.engine.ExceptionContext) -> None:
+        watchdog.disarm(id(error.execution_context))
+
+
+#: engines built by engine_from_url in autocommit mode: every statement commits by itself,
+#: so the store sends no COMMIT (some drivers, pymysql among them, send one regardless)
+_AUTOCOMMIT_ENGINES: weakref.WeakSet[sa.Engine] = weakref.WeakSet()
 
 
 #: pools a forked child inherited; kept referenced so that garbage collection in the child
