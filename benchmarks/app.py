@@ -290,30 +290,29 @@ def configure_sk_filesystem(app: Flask, settings: BenchSettings) -> None:
     init_sessionkeeper(app)
 
 
-def configure_sk_postgresql(app: Flask, settings: BenchSettings) -> None:
-    install_sql_counter(app, "postgresql")
+def use_sk_sql(app: Flask, settings: BenchSettings, driver: str, url: str,
+               table: str | None = None) -> None:
+    """sessionkeeper's SQLAlchemy store from a URL: it builds its own autocommit engine."""
+    install_sql_counter(app, driver)
     app.config["SESSION_TYPE"] = "sqlalchemy"
-    app.config["SESSION_SQLALCHEMY"] = settings.postgres_url
-    app.config["SESSION_SQLALCHEMY_TABLE"] = POSTGRES_TABLE
+    app.config["SESSION_SQLALCHEMY"] = url
+    if table is not None:
+        app.config["SESSION_SQLALCHEMY_TABLE"] = table
     app.config["SESSION_KEY_PREFIX"] = f"{settings.key_prefix}sk:"
     init_sessionkeeper(app)
+
+
+def configure_sk_postgresql(app: Flask, settings: BenchSettings) -> None:
+    use_sk_sql(app, settings, "postgresql", settings.postgres_url, POSTGRES_TABLE)
 
 
 def configure_sk_mariadb(app: Flask, settings: BenchSettings) -> None:
-    install_sql_counter(app, "mariadb")
-    app.config["SESSION_TYPE"] = "sqlalchemy"
-    app.config["SESSION_SQLALCHEMY"] = settings.mariadb_url
-    app.config["SESSION_SQLALCHEMY_TABLE"] = MARIADB_TABLE
-    app.config["SESSION_KEY_PREFIX"] = f"{settings.key_prefix}sk:"
-    init_sessionkeeper(app)
+    use_sk_sql(app, settings, "mariadb", settings.mariadb_url, MARIADB_TABLE)
 
 
 def configure_sk_sqlalchemy_sqlite(app: Flask, settings: BenchSettings) -> None:
-    # A URL like sk-postgresql's: sessionkeeper builds its own (autocommit, WAL) engine.
-    install_sql_counter(app, "sqlite")
-    app.config["SESSION_TYPE"] = "sqlalchemy"
-    app.config["SESSION_SQLALCHEMY"] = "sqlite:///" + data_path(settings, "sk-sqlalchemy.sqlite3")
-    init_sessionkeeper(app)
+    use_sk_sql(app, settings, "sqlite",
+               "sqlite:///" + data_path(settings, "sk-sqlalchemy.sqlite3"))
 
 
 Configurer = Callable[[Flask, BenchSettings], None]

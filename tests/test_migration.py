@@ -267,30 +267,31 @@ def test_dry_run_writes_nothing(redis_client: redis.Redis, redis_prefix: str,
     assert redis_client.exists(redis_prefix + cookie) == 1
 
 
-def test_flask_login_users_stay_logged_in(redis_client: redis.Redis, redis_prefix: str,
-                                          tmp_path: Path) -> None:
+def with_login(app: Flask) -> Flask:
+    """``app`` with Flask-Login: /sign-in logs user 7 in, /me says who is logged in."""
     import flask_login
 
     class User(flask_login.UserMixin):
         def __init__(self, user_id: str) -> None:
             self.id = user_id
 
-    def with_login(app: Flask) -> Flask:
-        manager = flask_login.LoginManager(app)
-        manager.user_loader(User)
+    flask_login.LoginManager(app).user_loader(User)
 
-        @app.post("/sign-in")
-        def sign_in() -> str:
-            flask_login.login_user(User("7"), remember=False)
-            return "signed in"
+    @app.post("/sign-in")
+    def sign_in() -> str:
+        flask_login.login_user(User("7"))
+        return "signed in"
 
-        @app.get("/me")
-        def me() -> str:
-            user = flask_login.current_user
-            return f"user {user.id}" if user.is_authenticated else "guest"
+    @app.get("/me")
+    def me() -> str:
+        user = flask_login.current_user
+        return f"user {user.id}" if user.is_authenticated else "guest"
 
-        return app
+    return app
 
+
+def test_flask_login_users_stay_logged_in(redis_client: redis.Redis, redis_prefix: str,
+                                          tmp_path: Path) -> None:
     config = {"SESSION_TYPE": "redis", "SESSION_REDIS": redis_client,
               "SESSION_KEY_PREFIX": redis_prefix}
     old = with_login(flask_session_app(config)).test_client()
@@ -581,27 +582,6 @@ def test_memcached_pickled_records_are_never_unpickled_at_request_time(
 def test_memcached_users_stay_logged_in_with_flask_login(
     memcached: ServerGroup, memcache_client: MemcacheClient, tmp_path: Path,
 ) -> None:
-    import flask_login
-
-    class User(flask_login.UserMixin):
-        def __init__(self, user_id: str) -> None:
-            self.id = user_id
-
-    def with_login(app: Flask) -> Flask:
-        flask_login.LoginManager(app).user_loader(User)
-
-        @app.post("/sign-in")
-        def sign_in() -> str:
-            flask_login.login_user(User("7"))
-            return "signed in"
-
-        @app.get("/me")
-        def me() -> str:
-            user = flask_login.current_user
-            return f"user {user.id}" if user.is_authenticated else "guest"
-
-        return app
-
     config = {"SESSION_TYPE": "memcached", "SESSION_MEMCACHED": memcache_client,
               "SESSION_KEY_PREFIX": random_prefix("migration")}
     old = with_login(flask_session_app(config)).test_client()

@@ -25,6 +25,7 @@ import sqlalchemy as sa
 from flask import Flask, session
 from flask_sqlalchemy import SQLAlchemy
 from providers import sqlalchemy_mariadb, sqlalchemy_postgresql, sqlalchemy_sqlite
+from together import check_all_at_once
 
 from sessionkeeper.errors import ConfigurationError, StoreUnavailable
 from sessionkeeper.flask import Session
@@ -467,24 +468,7 @@ def test_workers_starting_together_all_find_the_table(db_url: str, table: str) -
     workers = 4
     stores = [SQLAlchemyStore(engine_from_url(db_url), table=table, owns_engine=True)
               for _ in range(workers)]
-    start = threading.Barrier(workers)
-    failures: list[BaseException] = []
-
-    def start_up(store: SQLAlchemyStore) -> None:
-        start.wait(timeout=30)
-        try:
-            store.check()
-        except BaseException as exc:
-            failures.append(exc)
-
-    threads = [threading.Thread(target=start_up, args=(store,)) for store in stores]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    for store in stores:
-        store.close()
-    assert failures == []
+    assert check_all_at_once(stores) == []
 
 
 @pytest.mark.parametrize("backend", SERVERS, indirect=True)

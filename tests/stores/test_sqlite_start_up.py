@@ -8,12 +8,12 @@ lost that race used to fail its start-up check, and gunicorn then stops the whol
 from __future__ import annotations
 
 import sqlite3
-import threading
 from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
 
 import pytest
+from together import check_all_at_once
 
 from sessionkeeper.stores.base import SessionStore
 from sessionkeeper.stores.sqlalchemy import SQLAlchemyStore, engine_from_url
@@ -38,23 +38,7 @@ def test_workers_opening_a_new_database_together_all_start(
     failures: list[BaseException] = []
     for round_number in range(ROUNDS):
         path = tmp_path / f"round-{round_number}.sqlite3"
-        stores = [make_store(path) for _ in range(WORKERS)]
-        start = threading.Barrier(WORKERS)
-
-        def start_up(store: SessionStore, start: threading.Barrier = start) -> None:
-            start.wait(timeout=30)
-            try:
-                store.check()
-            except BaseException as exc:
-                failures.append(exc)
-
-        threads = [threading.Thread(target=start_up, args=(s,)) for s in stores]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(timeout=60)
-        for store in stores:
-            store.close()
+        failures += check_all_at_once([make_store(path) for _ in range(WORKERS)])
         with closing(sqlite3.connect(path)) as conn:
             assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
     assert failures == []
