@@ -167,7 +167,9 @@ def overhead_section(overhead: dict[str, Any] | None) -> list[str]:
         "is the best round, as with `timeit` (other processes only add time). "
         "Session overhead = `/read` time minus the same app's `/read` with no session "
         "layer (`plain`), expressed as a multiple of one raw redis-py `GET` on the "
-        "same client connection (the floor: a server-side session cannot load with less).",
+        "same client connection (the floor: a server-side session cannot load with less). "
+        "`raw-redis` makes that GET from its view, with no session layer: its row is what "
+        "one round trip costs inside a request, a floor no session layer can beat.",
         "",
         f"- raw redis-py GET: **{overhead['raw_get_us']:.1f} µs**",
         f"- plain `/read` (framework only): {overhead['plain_read_us']:.1f} µs",

@@ -76,7 +76,7 @@ from stores import (
 )
 
 SETTLE_S = 0.2  # lets requests in flight when wrk stops finish before the "after" snapshot
-OVERHEAD_VARIANTS = ("fs-redis", "sk-redis")
+OVERHEAD_VARIANTS = ("raw-redis", "fs-redis", "sk-redis")
 
 
 @dataclass(frozen=True)
