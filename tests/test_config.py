@@ -509,6 +509,13 @@ def test_bad_lifetime_is_rejected(tmp_path: Path, lifetime: object) -> None:
         Session(app)
 
 
+@pytest.mark.parametrize("keep", ["1h", -60, True])
+def test_bad_keep_expired_is_rejected(tmp_path: Path, keep: object) -> None:
+    app = bare_app(tmp_path, SESSION_KEEP_EXPIRED=keep)
+    with pytest.raises(ConfigurationError, match="SESSION_KEEP_EXPIRED must be"):
+        Session(app)
+
+
 @pytest.mark.parametrize(("key", "value"), [
     ("SESSION_PERMANENT", "yes"),
     ("SESSION_USE_SIGNER", 1),

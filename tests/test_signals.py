@@ -155,6 +155,33 @@ def test_a_timed_out_session_is_signalled_as_expired(make_app: MakeApp,
     assert events[0][1] == {"log_id": logins[0][1]["log_id"], "user_id": "42"}
 
 
+@pytest.mark.parametrize("kind", ["redis", "redis_cluster", "memcached"])
+@pytest.mark.parametrize(("keep_expired", "reported_as"),
+                         [(60, "expired"), (None, "rejected")])
+def test_stores_that_expire_records_report_expiry_while_they_keep_them(
+    make_app: MakeApp, tmp_path: Path, kind: str, keep_expired: int | None,
+    reported_as: str,
+) -> None:
+    # Redis and memcached drop a record at its expiry, in real time: without a record a
+    # returning session looks like any unknown id. SESSION_KEEP_EXPIRED keeps it longer.
+    with importlib.import_module(f"providers.{kind}").flask_config(tmp_path) as config:
+        app = add_views(make_app(config, PERMANENT_SESSION_LIFETIME=2,
+                                 SESSION_KEEP_EXPIRED=keep_expired))
+        browser = app.test_client()
+        with recorded() as logins:
+            browser.post("/login/42")
+        # Past the lifetime, also at memcached's one-second resolution, and less than one
+        # lifetime after it (what a session is reported as expired within).
+        time.sleep(3.2)
+
+        with recorded() as events:
+            assert browser.get("/me").text == "anonymous"
+
+    assert names(events) == [reported_as]
+    if reported_as == "expired":
+        assert events[0][1] == {"log_id": logins[0][1]["log_id"], "user_id": "42"}
+
+
 def test_an_unknown_id_is_signalled_as_rejected(make_app: MakeApp,
                                                 server_config: dict[str, Any]) -> None:
     app = add_views(make_app(server_config))

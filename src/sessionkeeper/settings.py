@@ -44,6 +44,13 @@ def seconds(value: Any, name: str) -> float:
     return result
 
 
+def _keep_expired(config: Mapping[str, Any]) -> float:
+    value = config.get("SESSION_KEEP_EXPIRED")
+    if value is None or value == 0:
+        return 0.0
+    return seconds(value, "SESSION_KEEP_EXPIRED")
+
+
 def _optional_seconds(config: Mapping[str, Any], name: str) -> float | None:
     value = config.get(name)
     return None if value is None else seconds(value, name)
@@ -124,6 +131,9 @@ class Settings:
     header_name: str | None = None
     #: cookie sessions: the store type keeping per-user revocation stamps (None: sqlite)
     revocation_store: str | None = None
+    #: seconds a store with its own expiry (Redis, memcached) keeps a record past it, so
+    #: that a returning user's session is reported as expired rather than unknown
+    keep_expired: float = 0.0
     #: the whole mapping, for store-specific keys (SESSION_REDIS, SESSION_FILE_DIR, ...)
     config: Mapping[str, Any] = field(default_factory=dict)
 
@@ -179,6 +189,7 @@ class Settings:
             device_info=_device_info(config),
             header_name=_header_name(config),
             revocation_store=_revocation_store(config),
+            keep_expired=_keep_expired(config),
             config=config,
         )
         settings.require_secret_where_needed()

@@ -229,7 +229,8 @@ def store_from_settings(settings: Settings, codec: ValueCodec) -> MemcachedStore
     timeout = seconds(config.get("SESSION_MEMCACHED_TIMEOUT", DEFAULT_TIMEOUT),
                       "SESSION_MEMCACHED_TIMEOUT")
     client = client_from_setting(config.get("SESSION_MEMCACHED"), timeout)
-    return MemcachedStore(client, codec=codec, key_prefix=settings.key_prefix)
+    return MemcachedStore(client, codec=codec, key_prefix=settings.key_prefix,
+                          keep_expired=settings.keep_expired)
 
 
 # -- the store -----------------------------------------------------------------------
@@ -272,8 +273,11 @@ class MemcachedStore(SessionStore):
     name = "memcached"
 
     def __init__(self, client: MemcacheClient, *, codec: ValueCodec | None = None,
-                 key_prefix: str = "session:") -> None:
+                 key_prefix: str = "session:", keep_expired: float = 0.0) -> None:
         self.client = client
+        #: seconds memcached keeps a record past its expiry (SESSION_KEEP_EXPIRED), so that
+        #: a user coming back meanwhile is told apart from an unknown id (session_expired)
+        self.keep_expired = keep_expired
         self.codec = codec or ValueCodec()
         self.records = RecordCodec(self.codec)
         self.key_prefix = key_prefix
@@ -358,7 +362,7 @@ class MemcachedStore(SessionStore):
     def _cas(self, key: str, record: SessionRecord, cas: bytes) -> bool | None:
         """True: written; False: changed since read (or server skipped); None: gone."""
         blob = self.records.dumps(record)
-        expire = _exptime(record.expires_at, time.time())
+        expire = _exptime(record.expires_at + self.keep_expired, time.time())
         mkey = self._mkey(key)
         result: bool | None = self._call(
             lambda c: c.cas(mkey, blob, cas, expire=expire, noreply=False), len(blob))
@@ -401,7 +405,7 @@ class MemcachedStore(SessionStore):
             # Index first: a crash in between leaves a stale entry, never an unlisted session.
             self._index_change(record.user_id, add=key)
         blob = self.records.dumps(record)
-        expire = _exptime(record.expires_at, time.time())
+        expire = _exptime(record.expires_at + self.keep_expired, time.time())
         mkey = self._mkey(key)
         stored = self._call(lambda c: c.set(mkey, blob, expire=expire, noreply=False),
                             len(blob))

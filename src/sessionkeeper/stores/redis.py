@@ -181,6 +181,7 @@ class RedisStore(SessionStore):
         key_prefix: str = "session:",
         owns_client: bool = False,
         index_prune_from: int = 32,
+        keep_expired: float = 0.0,
     ) -> None:
         _require_bytes_responses(client)
         self.client = client
@@ -191,6 +192,9 @@ class RedisStore(SessionStore):
         #: a user index is swept of dead entries when it reaches this size, then at
         #: every doubling, so logins stay cheap however many stale entries pile up
         self.index_prune_from = index_prune_from
+        #: seconds Redis keeps a record past its expiry (SESSION_KEEP_EXPIRED), so that a
+        #: user coming back meanwhile is told apart from an unknown id (session_expired)
+        self.keep_expired = keep_expired
         self._update = client.register_script(UPDATE_SCRIPT)
         self._touch = client.register_script(TOUCH_SCRIPT)
         self._index = client.register_script(INDEX_SCRIPT)
@@ -218,7 +222,7 @@ class RedisStore(SessionStore):
         user = record.user_id
         if user is not None:
             fields[USER] = user
-        expiry = _unix_ms(record.expires_at)
+        expiry = _unix_ms(record.expires_at + self.keep_expired)
         with self._available():
             pipe = self.client.pipeline(transaction=True)
             pipe.delete(key)  # a create replaces whatever the key held
@@ -253,7 +257,7 @@ class RedisStore(SessionStore):
         keys = [key]
         if user is not None and not self.cluster:
             keys.append(self._index_key(user))
-        expiry = _unix_ms(update.expires_at)
+        expiry = _unix_ms(update.expires_at + self.keep_expired)
         args: list[EncodableT] = [expiry, "1" if update.replace else "0", "1" if added else "0",
                                   len(deleted), *deleted, *pairs]
         with self._available():
@@ -268,7 +272,7 @@ class RedisStore(SessionStore):
         return outcome != 0
 
     def touch(self, key: str, accessed_at: float, expires_at: float) -> None:
-        expiry = _unix_ms(expires_at)
+        expiry = _unix_ms(expires_at + self.keep_expired)
         args: list[EncodableT] = [expiry, _number(accessed_at), _number(expires_at)]
         with self._available():
             user = self._touch(keys=[key], args=args)
@@ -382,7 +386,8 @@ ACCEPTED = (
 def store_from_settings(settings: Settings, codec: ValueCodec) -> RedisStore:
     """The store SESSION_TYPE='redis' uses, from Flask-Session's SESSION_REDIS and friends."""
     client, owned = client_from_config(settings.config)
-    return RedisStore(client, key_prefix=settings.key_prefix, owns_client=owned)
+    return RedisStore(client, key_prefix=settings.key_prefix, owns_client=owned,
+                      keep_expired=settings.keep_expired)
 
 
 def client_from_config(config: Mapping[str, Any]) -> tuple[RedisClient, bool]:
