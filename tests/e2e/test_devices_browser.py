@@ -1,13 +1,14 @@
 """Two devices in real headless Chromium: revoking device B from device A's "Your devices"
 page logs B out on its next request.
 
-Each device is its own Chromium process with its own profile (so its own cookie jar),
-started exactly as ``test_browser.py`` starts one, and told apart on the page by the
-browser name it sends.
+One Chromium (the system's, never a downloaded one) with two browser contexts: each
+context has its own cookie jar, as two devices do, and sends its own browser name, by
+which the devices page tells them apart. Playwright drives it.
 """
 
 from __future__ import annotations
 
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,129 +16,137 @@ from pathlib import Path
 import pytest
 from live_server import LiveDemo, live_demo
 from servers import require
-from test_browser import (
-    PAGE_TIMEOUT,
-    chromium,
-    expect_element,
-    expect_status,
-    log_in_with_the_form,
-    session_cookie,
-)
 
 pytestmark = pytest.mark.browser
 
-from selenium.common.exceptions import TimeoutException, WebDriverException  # noqa: E402
-from selenium.webdriver.common.by import By  # noqa: E402
-from selenium.webdriver.remote.webdriver import WebDriver  # noqa: E402
-from selenium.webdriver.remote.webelement import WebElement  # noqa: E402
-from selenium.webdriver.support.wait import WebDriverWait  # noqa: E402
+pytest.importorskip("playwright", reason="playwright (pip install playwright)")
+from playwright.sync_api import (  # noqa: E402
+    Browser,
+    Locator,
+    Page,
+    expect,
+    sync_playwright,
+)
 
+CHROMIUM = "/usr/bin/chromium"
 PASSWORD = "123"
+PAGE_TIMEOUT_MS = 15_000  # how long a page may take to show what a step waits for
 
 
 @pytest.fixture
 def demo(tmp_path: Path) -> Iterator[LiveDemo]:
     """A demo of its own for each test: Tom's sessions and password start afresh."""
-    require(shutil.which("chromium"), "chromium (apt-get install chromium chromium-driver)")
-    require(shutil.which("chromedriver"), "chromedriver (apt-get install chromium-driver)")
-    # Four sync workers: each Chromium keeps a spare connection open, and a sync
-    # worker holding an idle connection serves nobody else until it times out.
+    require(shutil.which("chromium"), "chromium (apt-get install chromium)")
+    # Four sync workers: each context keeps a spare connection open, and a sync worker
+    # holding an idle connection serves nobody else until it times out.
     with live_demo({}, tmp_path / "demo", workers=4) as server:
         yield server
 
 
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    require(shutil.which("chromium"), "chromium (apt-get install chromium)")
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM,
+                                              args=["--no-sandbox", "--disable-gpu"])
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
 @pytest.fixture
-def two_devices(tmp_path: Path) -> Iterator[tuple[WebDriver, WebDriver]]:
-    """Devices A and B: two Chromium processes, two profiles, two browser names."""
-    with chromium(tmp_path / "profile-a") as a, chromium(tmp_path / "profile-b") as b:
-        for driver, name in ((a, "device-A"), (b, "device-B")):
-            user_agent = str(driver.execute_script("return navigator.userAgent"))
-            driver.execute_cdp_cmd("Network.setUserAgentOverride",
-                                   {"userAgent": f"{user_agent} {name}"})
-        yield a, b
-
-
-def device_rows(driver: WebDriver) -> list[WebElement]:
-    return list(driver.find_elements(By.CSS_SELECTOR, "#devices tr.device"))
-
-
-def row_of(driver: WebDriver, name: str) -> WebElement:
-    for row in device_rows(driver):
-        if row.find_element(By.CLASS_NAME, "user-agent").text.endswith(name):
-            return row
-    raise AssertionError(f"{name} is not listed on {driver.current_url}")
-
-
-def listed_names(driver: WebDriver) -> list[str]:
-    return [row.find_element(By.CLASS_NAME, "user-agent").text.rsplit(" ", 1)[-1]
-            for row in device_rows(driver)]
-
-
-def _flash_text(driver: WebDriver) -> str:
+def two_devices(browser: Browser) -> Iterator[tuple[Page, Page]]:
+    """Devices A and B: two contexts of one browser, each with its own browser name."""
+    probe = browser.new_page()
+    agent = probe.evaluate("navigator.userAgent")
+    probe.close()
+    contexts = [browser.new_context(user_agent=f"{agent} {name}")
+                for name in ("device-A", "device-B")]
     try:
-        return str(driver.find_element(By.CLASS_NAME, "flashes").text)
-    except WebDriverException:
-        return ""
+        pages = [context.new_page() for context in contexts]
+        for page in pages:
+            page.set_default_timeout(PAGE_TIMEOUT_MS)
+        yield pages[0], pages[1]
+    finally:
+        for context in contexts:
+            context.close()
 
 
-def expect_flash(driver: WebDriver, text: str) -> None:
-    try:
-        WebDriverWait(driver, PAGE_TIMEOUT).until(lambda d: text in _flash_text(d))
-    except TimeoutException:
-        raise AssertionError(f"no flash {text!r} at {driver.current_url}; "
-                             f"shown: {_flash_text(driver)!r}") from None
+def log_in_with_the_form(page: Page, url: str) -> None:
+    page.goto(f"{url}/")
+    expect(page.locator("#status")).to_have_text("You are not logged in")
+    page.click("#login")
+    page.fill("input[name=username]", "Tom")
+    page.fill("input[name=password]", PASSWORD)
+    page.click("input[type=submit]")
+    expect(page.locator("#status")).to_have_text("Logged in as Tom")
 
 
-def confirm_with_password(driver: WebDriver, password: str = PASSWORD) -> None:
-    expect_element(driver, By.NAME, "password").send_keys(password)
-    driver.find_element(By.ID, "confirm").click()
+def session_cookie(page: Page) -> dict[str, object] | None:
+    return next((dict(c) for c in page.context.cookies() if c["name"] == "session"), None)
 
 
-def test_device_a_revokes_device_b(demo: LiveDemo,
-                                   two_devices: tuple[WebDriver, WebDriver]) -> None:
+def listed_names(page: Page) -> list[str]:
+    agents = page.locator("#devices tr.device .user-agent").all_inner_texts()
+    return [agent.rsplit(" ", 1)[-1] for agent in agents]
+
+
+def row_of(page: Page, name: str) -> Locator:
+    return page.locator("#devices tr.device").filter(
+        has=page.locator(".user-agent", has_text=name))
+
+
+def confirm_with_password(page: Page, password: str = PASSWORD) -> None:
+    page.fill("input[name=password]", password)
+    page.click("#confirm")
+
+
+def test_device_a_revokes_device_b(demo: LiveDemo, two_devices: tuple[Page, Page]) -> None:
     a, b = two_devices
     log_in_with_the_form(a, demo.url)
     log_in_with_the_form(b, demo.url)
+    assert session_cookie(a) != session_cookie(b)  # two jars: two sessions
 
-    a.get(f"{demo.url}/")
-    a.find_element(By.LINK_TEXT, "devices").click()
-    expect_element(a, By.ID, "devices")
+    a.goto(f"{demo.url}/")
+    a.get_by_role("link", name="devices", exact=True).click()
+    expect(a.locator("#devices")).to_be_visible()
     assert sorted(listed_names(a)) == ["device-A", "device-B"]
-    mine = row_of(a, "device-A")
-    assert "current" in (mine.get_attribute("class") or "")
-    assert "this device" in mine.text
-    assert "this device" not in row_of(a, "device-B").text
+    expect(row_of(a, "device-A")).to_have_class(re.compile(r"\bcurrent\b"))
+    expect(row_of(a, "device-A")).to_contain_text("this device")
+    expect(row_of(a, "device-B")).not_to_contain_text("this device")
 
-    row_of(a, "device-B").find_element(By.CSS_SELECTOR, "button.revoke").click()
-    assert "device-B" in expect_element(a, By.ID, "question").text
+    row_of(a, "device-B").locator("button.revoke").click()
+    expect(a.locator("#question")).to_contain_text("device-B")
     confirm_with_password(a)
-    expect_flash(a, "Signed out 1 session")
+    expect(a.locator(".flashes")).to_contain_text("Signed out 1 session")
     assert listed_names(a) == ["device-A"]
 
     # B's next request: logged out, and its dead cookie is cleared.
-    b.get(f"{demo.url}/")
-    expect_status(b, "You are not logged in")
+    b.goto(f"{demo.url}/")
+    expect(b.locator("#status")).to_have_text("You are not logged in")
     assert session_cookie(b) is None
-    a.get(f"{demo.url}/")
-    expect_status(a, "Logged in as Tom")
+    a.goto(f"{demo.url}/")
+    expect(a.locator("#status")).to_have_text("Logged in as Tom")
 
 
 def test_a_password_change_on_device_a_logs_device_b_out(
-        demo: LiveDemo, two_devices: tuple[WebDriver, WebDriver]) -> None:
+        demo: LiveDemo, two_devices: tuple[Page, Page]) -> None:
     a, b = two_devices
     log_in_with_the_form(a, demo.url)
     log_in_with_the_form(b, demo.url)
 
-    a.get(f"{demo.url}/password")
-    expect_element(a, By.NAME, "current_password").send_keys(PASSWORD)
+    a.goto(f"{demo.url}/password")
+    a.fill("input[name=current_password]", PASSWORD)
     new_password = "a much longer password"
-    a.find_element(By.NAME, "new_password").send_keys(new_password)
-    a.find_element(By.NAME, "confirm_password").send_keys(new_password)
-    a.find_element(By.ID, "change").click()
-    expect_flash(a, "Your password was changed. Signed out 1 other session.")
+    a.fill("input[name=new_password]", new_password)
+    a.fill("input[name=confirm_password]", new_password)
+    a.click("#change")
+    expect(a.locator(".flashes")).to_contain_text(
+        "Your password was changed. Signed out 1 other session.")
     assert listed_names(a) == ["device-A"]
 
-    b.get(f"{demo.url}/")
-    expect_status(b, "You are not logged in")
-    a.get(f"{demo.url}/")
-    expect_status(a, "Logged in as Tom")
+    b.goto(f"{demo.url}/")
+    expect(b.locator("#status")).to_have_text("You are not logged in")
+    a.goto(f"{demo.url}/")
+    expect(a.locator("#status")).to_have_text("Logged in as Tom")
