@@ -64,6 +64,17 @@ def redis_client(settings: BenchSettings) -> Any:
     return redis.Redis(host=REDIS_HOST, port=settings.redis_port, db=settings.redis_db)
 
 
+def redis_cluster_client(settings: BenchSettings) -> Any:
+    """A RedisCluster client on the run's private cluster; each worker builds its own
+    (gunicorn loads the app after forking), so no connection is shared across processes."""
+    from redis.cluster import ClusterNode, RedisCluster
+
+    if not settings.redis_cluster_ports:
+        raise RuntimeError("no Redis Cluster ports in BenchSettings (start it via run.py)")
+    nodes = [ClusterNode(REDIS_HOST, port) for port in settings.redis_cluster_ports]
+    return RedisCluster(startup_nodes=nodes)
+
+
 def data_path(settings: BenchSettings, name: str) -> str:
     return str(Path(settings.data_dir) / name)
 
@@ -276,6 +287,13 @@ def configure_sk_redis(app: Flask, settings: BenchSettings) -> None:
     init_sessionkeeper(app)
 
 
+def configure_sk_redis_cluster(app: Flask, settings: BenchSettings) -> None:
+    app.config["SESSION_TYPE"] = "redis"
+    app.config["SESSION_REDIS"] = redis_cluster_client(settings)
+    app.config["SESSION_KEY_PREFIX"] = f"{settings.key_prefix}sk:"
+    init_sessionkeeper(app)
+
+
 def configure_sk_memcached(app: Flask, settings: BenchSettings) -> None:
     # A "host:port" list lets sessionkeeper build its own client with its own socket options.
     app.config["SESSION_TYPE"] = "memcached"
@@ -330,6 +348,7 @@ CONFIGURERS: dict[str, Configurer] = {
     "sk-sqlite": configure_sk_sqlite,
     "sk-cookie": configure_sk_cookie,
     "sk-redis": configure_sk_redis,
+    "sk-redis-cluster": configure_sk_redis_cluster,
     "sk-memcached": configure_sk_memcached,
     "sk-filesystem": configure_sk_filesystem,
     "sk-postgresql": configure_sk_postgresql,

@@ -35,6 +35,7 @@ VARIANTS: tuple[str, ...] = (
     "sk-sqlite",
     "sk-cookie",
     "sk-redis",
+    "sk-redis-cluster",
     "sk-memcached",
     "sk-filesystem",
     "sk-postgresql",
@@ -56,6 +57,7 @@ STORE_OF_VARIANT: dict[str, str] = {
     "sk-sqlite": "sql",
     "sk-cookie": "none",
     "sk-redis": "redis",
+    "sk-redis-cluster": "redis-cluster",
     "sk-memcached": "memcached",
     "sk-filesystem": "none",
     "sk-postgresql": "sql",
@@ -71,6 +73,7 @@ DATABASE_OF_VARIANT: dict[str, str] = {
 REDIS_HOST = "127.0.0.1"
 REDIS_PORT = 6379
 REDIS_DB = 9  # dedicated DB so our keys never mix with other users' keys
+REDIS_CLUSTER_MASTERS = 3  # the private Redis Cluster run.py starts for sk-redis-cluster
 POSTGRES_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
 # sk-postgresql's own table, so benchmark rows never mix with other users of DB `test`.
 POSTGRES_TABLE = "sessionkeeper_bench"
@@ -101,6 +104,8 @@ class BenchSettings:
     memcached_port: int
     redis_port: int = REDIS_PORT
     redis_db: int = REDIS_DB
+    # client ports of the private Redis Cluster's nodes (startup nodes); empty: not started
+    redis_cluster_ports: tuple[int, ...] = ()
     postgres_url: str = POSTGRES_URL
     mariadb_url: str = MARIADB_URL
 
@@ -112,7 +117,9 @@ class BenchSettings:
         raw = os.environ.get(ENV_SETTINGS)
         if not raw:
             raise RuntimeError(f"{ENV_SETTINGS} is not set (start the app via run.py)")
-        return cls(**json.loads(raw))
+        fields = json.loads(raw)
+        fields["redis_cluster_ports"] = tuple(fields.get("redis_cluster_ports", ()))
+        return cls(**fields)
 
 
 def is_sessionkeeper_variant(variant: str) -> bool:

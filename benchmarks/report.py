@@ -11,6 +11,7 @@ from common import ROUTES, STORE_OF_VARIANT, VARIANTS
 
 STORE_LABELS = {
     "redis": "Redis commands (INFO commandstats)",
+    "redis-cluster": "Redis commands (INFO commandstats, summed over the cluster's nodes)",
     "memcached": "memcached commands (stats)",
     "sql": "SQL statements (driver-side counter)",
 }
@@ -289,6 +290,14 @@ METHOD_NOTES = """
 
 def method_lines(meta: dict[str, Any], background_redis: float | None) -> list[str]:
     lines = ["## Method", "", *METHOD_NOTES.format(**meta).strip().splitlines()]
+    if meta.get("redis_cluster"):
+        lines += [
+            f"- `sk-redis-cluster`: sessionkeeper on a `redis.cluster.RedisCluster` client "
+            f"(built by each worker) for {meta['redis_cluster']}, started for the run from "
+            "`redis-server` (`cluster-enabled yes`, no persistence) and stopped afterwards. "
+            "Its ops are `INFO commandstats` deltas summed over the nodes (the runner's own "
+            "INFO excluded); its keys are deleted by prefix on every node.",
+        ]
     if background_redis is not None:
         lines.append(
             "- Background Redis traffic from other clients, measured while non-Redis "

@@ -36,6 +36,7 @@ from common import (
     POSTGRES_URL,
     RAW_POSTGRES_TABLE,
     READ_BODY,
+    REDIS_CLUSTER_MASTERS,
     REDIS_DB,
     REDIS_HOST,
     REDIS_PORT,
@@ -66,11 +67,14 @@ from report import (
 )
 from stores import (
     ChildServer,
+    RedisClusterServer,
     StoreProbe,
     counter_delta,
+    delete_redis_cluster_prefix,
     delete_redis_prefix,
     drop_sql_table,
     memcached_server,
+    redis_cluster_node_clients,
     redis_server,
     sql_server_version,
 )
@@ -213,7 +217,8 @@ def check_tools(options: Options) -> None:
     stores = {STORE_OF_VARIANT[v] for v in options.variants}
     tools = ["wrk"]
     tools += ["memcached"] if "memcached" in stores else []
-    tools += ["redis-server"] if options.redis == "private" and needs_redis(options) else []
+    private_redis = options.redis == "private" and needs_redis(options)
+    tools += ["redis-server"] if private_redis or "redis-cluster" in stores else []
     missing = [tool for tool in tools if shutil.which(tool) is None]
     if missing:
         sys.exit(f"missing tools: {', '.join(missing)} (apt-get install -y {' '.join(missing)})")
@@ -232,12 +237,15 @@ class Services:
     redis_port: int = REDIS_PORT
     redis_client: Any | None = None
     memcached_port: int | None = None
+    # the private Redis Cluster (sk-redis-cluster): its nodes' ports and one client per node
+    redis_cluster_ports: list[int] = field(default_factory=list)
+    redis_cluster_clients: list[Any] = field(default_factory=list)
     mariadb_version: str | None = None  # None: MariaDB not used in this run
     # store or database (DATABASE_OF_VARIANT) -> why it is unavailable
     errors: dict[str, str] = field(default_factory=dict)
-    children: list[ChildServer] = field(default_factory=list)
+    children: list[ChildServer | RedisClusterServer] = field(default_factory=list)
 
-    def start_child(self, store: str, server: ChildServer) -> bool:
+    def start_child(self, store: str, server: ChildServer | RedisClusterServer) -> bool:
         self.children.append(server)  # stopped in stop() even if start() fails midway
         try:
             server.start()
@@ -247,12 +255,24 @@ class Services:
         return True
 
     def stop(self) -> None:
+        for client in self.redis_cluster_clients:
+            client.close()
         for child in reversed(self.children):
             child.stop()
 
 
 def start_services(options: Options) -> Services:
+    """Start and check every store this run needs; stops what it started if it fails."""
     services = Services()
+    try:
+        start_stores(options, services)
+    except BaseException:
+        services.stop()
+        raise
+    return services
+
+
+def start_stores(options: Options, services: Services) -> None:
     stores = {STORE_OF_VARIANT[v] for v in options.variants}
     if "memcached" in stores:
         server = memcached_server()
@@ -274,7 +294,15 @@ def start_services(options: Options) -> Services:
             where = f"MariaDB at {MARIADB_HOST}:{MARIADB_PORT}"
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
             services.errors["mariadb"] = f"{where} not reachable: {reason}"
-    return services
+    if "redis-cluster" in stores:
+        cluster = RedisClusterServer(REDIS_CLUSTER_MASTERS)
+        if services.start_child("redis-cluster", cluster):
+            error = check_redis_cluster(cluster.ports)
+            if error:
+                services.errors["redis-cluster"] = error
+            else:
+                services.redis_cluster_ports = list(cluster.ports)
+                services.redis_cluster_clients = redis_cluster_node_clients(cluster.ports)
 
 
 def connect_redis(port: int) -> tuple[Any | None, str | None]:
@@ -286,6 +314,27 @@ def connect_redis(port: int) -> tuple[Any | None, str | None]:
     except redis.RedisError as exc:
         return None, f"Redis at {REDIS_HOST}:{port} not reachable: {exc}"
     return client, None
+
+
+def check_redis_cluster(ports: list[int]) -> str | None:
+    """None if a RedisCluster client (as the app builds it) sees every master, else why."""
+    import redis
+    from redis.cluster import ClusterNode, RedisCluster
+
+    try:
+        client = RedisCluster(
+            startup_nodes=[ClusterNode(REDIS_HOST, port) for port in ports], socket_timeout=5
+        )
+        try:
+            masters = len(client.get_primaries())
+            client.ping(target_nodes=RedisCluster.ALL_NODES)
+        finally:
+            client.close()
+    except redis.RedisError as exc:
+        return f"Redis Cluster on ports {ports} not usable: {exc}"
+    if masters != len(ports):
+        return f"Redis Cluster on ports {ports} shows {masters} masters, not {len(ports)}"
+    return None
 
 
 def initial_statuses(variants: list[str], store_errors: dict[str, str]) -> dict[str, str]:
@@ -402,7 +451,12 @@ class RunState:
 
     def probe_for(self, settings: BenchSettings) -> StoreProbe:
         services = self.services
-        return StoreProbe(services.redis_client, services.memcached_port, settings.counter_dir)
+        return StoreProbe(
+            services.redis_client,
+            services.memcached_port,
+            settings.counter_dir,
+            services.redis_cluster_clients or None,
+        )
 
 
 def prepare_all(state: RunState) -> None:
@@ -513,7 +567,9 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def machine_info(redis_version: str, mariadb_version: str | None) -> dict[str, str]:
+def machine_info(
+    redis_version: str, mariadb_version: str | None, redis_cluster: str | None = None
+) -> dict[str, str]:
     packages = (
         "flask",
         "flask-session",
@@ -537,7 +593,8 @@ def machine_info(redis_version: str, mariadb_version: str | None) -> dict[str, s
             f"; MariaDB {mariadb_version} (server at {MARIADB_HOST}:{MARIADB_PORT})"
             if mariadb_version
             else ""
-        ),
+        )
+        + (f"; {redis_cluster}" if redis_cluster else ""),
         "load generator": tool_version(["wrk", "-v"]),
     }
 
@@ -602,6 +659,7 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix="sk-bench-") as tmp:
             measurements, statuses, reps_done, overhead = run_all(options, services, Path(tmp))
         redis_version = server_version(services.redis_client)
+        redis_cluster = describe_redis_cluster(services)
     finally:
         services.stop()
 
@@ -616,13 +674,14 @@ def main(argv: list[str] | None = None) -> int:
         "sessions": options.sessions,
         "workers": options.workers,
         "redis": describe_redis(options, services),
+        "redis_cluster": redis_cluster_nodes(services),
         "seed": options.seed,
         "started": started.strftime("%Y-%m-%d %H:%M UTC"),
         "wall_s": time.monotonic() - wall_start,
         "load_start": load_start,
         "load_end": load_average(),
         "busy": machine_is_busy(load_start),
-        "machine": machine_info(redis_version, services.mariadb_version),
+        "machine": machine_info(redis_version, services.mariadb_version, redis_cluster),
     }
     write_outputs(options, measurements, statuses, meta, overhead)
     return 0 if any(m.variant == "plain" for m in measurements) else 1
@@ -645,6 +704,7 @@ def run_all(
             counter_dir=str(work_dir),
             memcached_port=services.memcached_port or 0,
             redis_port=services.redis_port,
+            redis_cluster_ports=tuple(services.redis_cluster_ports),
         ),
         work_dir=work_dir,
         services=services,
@@ -665,6 +725,11 @@ def clean_up_stores(options: Options, services: Services, key_prefix: str) -> No
     """Delete what this run stored in shared servers (memcached is private and just stops)."""
     if services.redis_client is not None:
         delete_redis_prefix(services.redis_client, key_prefix)
+    if services.redis_cluster_clients:
+        try:  # the cluster is private and stops next, but leave it as clean as Redis
+            delete_redis_cluster_prefix(services.redis_cluster_clients, key_prefix)
+        except Exception as exc:  # cleanup must not hide the results
+            print(f"warning: could not delete Redis Cluster keys: {exc}", flush=True)
     tables = {
         "sk-postgresql": (POSTGRES_URL, POSTGRES_TABLE),
         "raw-postgresql": (POSTGRES_URL, RAW_POSTGRES_TABLE),
@@ -681,6 +746,22 @@ def clean_up_stores(options: Options, services: Services, key_prefix: str) -> No
 
 def server_version(redis_client: Any | None) -> str:
     return str(redis_client.info("server")["redis_version"]) if redis_client else "n/a"
+
+
+def describe_redis_cluster(services: Services) -> str | None:
+    """The private Redis Cluster's version and nodes, for the Machine section."""
+    if not services.redis_cluster_clients:
+        return None
+    version = services.redis_cluster_clients[0].info("server")["redis_version"]
+    return f"Redis Cluster {version}: {redis_cluster_nodes(services)}"
+
+
+def redis_cluster_nodes(services: Services) -> str | None:
+    if not services.redis_cluster_ports:
+        return None
+    ports = ", ".join(str(port) for port in services.redis_cluster_ports)
+    masters = len(services.redis_cluster_ports)
+    return f"a private {masters}-master cluster, no replicas, at {REDIS_HOST} ports {ports}"
 
 
 def describe_redis(options: Options, services: Services) -> str:

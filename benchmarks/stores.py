@@ -6,7 +6,12 @@ snapshot taken before a wrk run from one taken after it.
 
 from __future__ import annotations
 
+import ctypes
+import shutil
+import signal
 import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -85,6 +90,145 @@ def redis_server() -> ChildServer:
     return ChildServer("redis-server", argv, port, client.ping)
 
 
+# The kernel kills the cluster nodes if the runner itself is killed (no finally runs then).
+_LIBC = ctypes.CDLL(None) if sys.platform == "linux" else None
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    # Runs in the forked child before exec: one libc call, nothing else.
+    if _LIBC is not None:
+        _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+REDIS_CLUSTER_SLOTS = 16384
+
+
+class RedisClusterServer:
+    """A throw-away Redis Cluster: `masters` redis-server nodes, no replicas, no persistence.
+
+    Each node gets a spare client port and a spare cluster-bus port (`--cluster-port`), and
+    its nodes.conf in a temp dir. start() assigns each master an equal slot range, joins
+    the nodes with CLUSTER MEET and waits until every node reports cluster_state:ok and
+    knows all the others; stop() terminates the nodes and deletes the temp dir. A failed
+    start() cleans up after itself too.
+    """
+
+    name = "redis-cluster"
+
+    def __init__(self, masters: int = 3):
+        self.masters = masters
+        self.ports: list[int] = []
+        self._procs: list[subprocess.Popen[bytes]] = []
+        self._dir: str | None = None
+
+    def start(self, timeout_s: float = 20.0) -> None:
+        try:
+            self._start(timeout_s)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self, timeout_s: float) -> None:
+        import redis
+
+        self._dir = tempfile.mkdtemp(prefix="sk-bench-redis-cluster-")
+        taken: set[int] = set()
+        for _ in range(self.masters):
+            port, bus_port = _distinct_free_ports(taken, 2)
+            argv = ["redis-server", "--bind", "127.0.0.1", "--port", str(port)]
+            argv += ["--cluster-enabled", "yes", "--cluster-port", str(bus_port)]
+            argv += ["--cluster-config-file", f"nodes-{port}.conf", "--dir", self._dir]
+            argv += ["--save", "", "--appendonly", "no"]
+            self._procs.append(subprocess.Popen(
+                argv, cwd=self._dir, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL, preexec_fn=_die_with_parent,
+            ))
+            self.ports.append(port)
+        clients = redis_cluster_node_clients(self.ports)
+        try:
+            self._wait(timeout_s, "answer PING", lambda: all(c.ping() for c in clients))
+            per_node = -(-REDIS_CLUSTER_SLOTS // self.masters)  # ceiling division
+            for index, client in enumerate(clients):
+                first = index * per_node
+                last = min(first + per_node, REDIS_CLUSTER_SLOTS) - 1
+                client.execute_command("CLUSTER ADDSLOTSRANGE", first, last)
+            for client in clients[1:]:
+                port = client.connection_pool.connection_kwargs["port"]
+                bus_port = int(client.config_get("cluster-port")["cluster-port"])
+                clients[0].execute_command("CLUSTER MEET", "127.0.0.1", port, bus_port)
+
+            def settled() -> bool:
+                # Every node must see the whole cluster, or clients get MOVED loops.
+                infos = [c.execute_command("CLUSTER INFO") for c in clients]
+                return all(
+                    info.get("cluster_state") == "ok"
+                    and int(info.get("cluster_known_nodes", 0)) == self.masters
+                    for info in infos
+                )
+
+            self._wait(timeout_s, "reach cluster_state:ok", settled)
+        except redis.RedisError as exc:
+            raise RuntimeError(f"{self.name} setup failed: {exc}") from exc
+        finally:
+            for client in clients:
+                client.close()
+
+    def _wait(self, timeout_s: float, what: str, check: Callable[[], bool]) -> None:
+        import redis
+
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            for proc in self._procs:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"{self.name} node exited with status {proc.returncode}")
+            try:
+                if check():
+                    return
+            except redis.ConnectionError:  # not listening yet
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"{self.name} did not {what} on ports {self.ports} in {timeout_s}s")
+
+    def stop(self) -> None:
+        procs, self._procs = self._procs, []
+        for proc in procs:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=5)
+        if self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = None
+
+
+def _distinct_free_ports(taken: set[int], count: int) -> list[int]:
+    """`count` spare loopback ports, none of them in `taken` (which they are added to)."""
+    ports: list[int] = []
+    for _ in range(100 * count):
+        port = free_port()
+        if port not in taken:
+            taken.add(port)
+            ports.append(port)
+            if len(ports) == count:
+                return ports
+    raise RuntimeError("no spare loopback ports found")
+
+
+def redis_cluster_node_clients(ports: list[int]) -> list[Any]:
+    """One plain client per cluster node, for the runner's INFO, readiness and cleanup."""
+    import redis
+
+    return [
+        redis.Redis(host="127.0.0.1", port=port, socket_timeout=5, decode_responses=True)
+        for port in ports
+    ]
+
+
 def memcached_stats(port: int) -> dict[str, int]:
     from pymemcache.client.base import Client
 
@@ -116,6 +260,36 @@ def redis_command_calls(client: Any) -> dict[str, int]:
         if command not in REDIS_IGNORED_COMMANDS:
             calls[f"redis:{command}"] = int(value["calls"])
     return calls
+
+
+def redis_cluster_command_calls(node_clients: list[Any]) -> dict[str, int]:
+    """`INFO commandstats` summed over every cluster node, as {"redis-cluster:<cmd>": calls}."""
+    calls: dict[str, int] = {}
+    for client in node_clients:
+        for key, value in redis_command_calls(client).items():
+            name = "redis-cluster:" + key.removeprefix("redis:")
+            calls[name] = calls.get(name, 0) + value
+    return calls
+
+
+def delete_redis_cluster_prefix(
+    node_clients: list[Any], prefix: str, max_rounds: int = 10_000
+) -> int:
+    """Delete only this run's keys on every node (never FLUSHALL); one key per command,
+    since a node refuses a multi-key DEL whose keys hash to different slots."""
+    deleted = 0
+    for client in node_clients:
+        cursor = 0
+        for _ in range(max_rounds):
+            cursor, keys = client.scan(cursor=cursor, match=f"{prefix}*", count=500)
+            if keys:
+                pipe = client.pipeline(transaction=False)
+                for key in keys:
+                    pipe.delete(key)
+                deleted += sum(int(n) for n in pipe.execute())
+            if cursor == 0:
+                break
+    return deleted
 
 
 def delete_redis_prefix(client: Any, prefix: str, max_rounds: int = 10_000) -> int:
@@ -167,11 +341,14 @@ class StoreProbe:
     redis_client: Any | None = None
     memcached_port: int | None = None
     counter_dir: str | None = None
+    redis_cluster_clients: list[Any] | None = None  # one plain client per cluster node
 
     def snapshot(self) -> dict[str, int]:
         counts: dict[str, int] = {}
         if self.redis_client is not None:
             counts.update(redis_command_calls(self.redis_client))
+        if self.redis_cluster_clients:
+            counts.update(redis_cluster_command_calls(self.redis_cluster_clients))
         if self.memcached_port is not None:
             counts.update(memcached_stats(self.memcached_port))
         if self.counter_dir is not None:
