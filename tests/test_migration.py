@@ -533,6 +533,28 @@ def memcached_target(target: str, server: tuple[str, int], tmp_path: Path) -> di
             "SESSION_SQLITE_PATH": str(tmp_path / "new.sqlite3")}
 
 
+def test_first_use_migration_waits_until_a_view_reads_the_session(
+    memcached: ServerGroup, memcache_client: MemcacheClient, tmp_path: Path,
+) -> None:
+    prefix = random_prefix("migration")
+    config = {"SESSION_TYPE": "memcached", "SESSION_MEMCACHED": memcache_client,
+              "SESSION_KEY_PREFIX": prefix}
+    cookie, _ = log_in(flask_session_app(config))
+    app = sessionkeeper_app(config, tmp_path)
+
+    @app.get("/ping")
+    def ping() -> str:
+        return "pong"
+
+    migrate_on_first_use(app, "memcached")
+    browser = browser_with(cookie, app)
+
+    assert browser.get("/ping").text == "pong"
+    assert memcache_client.get(prefix + cookie) is not None  # not looked up, not moved
+    assert browser.get("/whoami").text == "alice"
+    assert memcache_client.get(prefix + cookie) is None  # moved when the session was read
+
+
 @pytest.mark.parametrize("target", ["same store", "sqlite"])
 @pytest.mark.parametrize(("fmt", "signed"), [("msgpack", False), ("json", True)])
 def test_memcached_users_stay_logged_in_on_their_next_visit(

@@ -48,6 +48,10 @@ class ServerSideSessions:
         self.log_id = LogIds(log_salt or secrets.token_bytes(16))
         self.session_class = session_class
         self.clock = clock
+        #: called with a well-formed id the store does not know, before it is reported
+        #: unknown; it may create the record (migrate_on_first_use moves a Flask-Session
+        #: one there), which is then loaded. Costs nothing for ids the store knows.
+        self.adopt_unknown: Callable[[str], None] | None = None
 
     # -- ids and cookies -----------------------------------------------------------
     def key(self, sid: str) -> str:
@@ -87,6 +91,9 @@ class ServerSideSessions:
             # session be reported (session_expired) and removed, not just look unknown;
             # stores that expire records themselves have dropped those already.
             record = self.store.load(self.key(sid), now - self.policy.window)
+            if record is None and self.adopt_unknown is not None:
+                self.adopt_unknown(sid)
+                record = self.store.load(self.key(sid), now - self.policy.window)
             if record is None:
                 logger.info("session %s unknown or expired; starting a fresh one", self.log_id(sid))
                 signals.session_rejected.send(self, reason="unknown or expired",

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import click
-from flask import Flask, current_app, request
+from flask import Flask, current_app
 from flask.cli import with_appcontext
 
 from ..backend import logger
@@ -296,7 +296,9 @@ def migrate_on_first_use(app: Flask, source: str | None = None, *,
                          directory: str | os.PathLike[str] | None = None) -> None:
     """Keep a returning Flask-Session user logged in, for sources not copied ahead of time.
 
-    Call it after ``Session(app)``. Before each request that carries a session cookie:
+    Call it after ``Session(app)``. When a request reads a session whose id the store
+    does not know (so never for requests that leave the session alone, nor for sessions
+    sessionkeeper already keeps):
 
     - ``"memcached"`` (and ``"redis"``): reads ``<prefix><id>`` from SESSION_MEMCACHED
       (SESSION_REDIS), copies a MessagePack or JSON session into the app's store and
@@ -324,7 +326,6 @@ def migrate_on_first_use(app: Flask, source: str | None = None, *,
             f"migrate_on_first_use reads Flask-Session's {', '.join(FIRST_USE_SOURCES)} "
             f"sessions, not {kind or 'an unset SESSION_TYPE'!r}: pass source=, or copy "
             "them with 'flask sessions migrate'")
-    cookie_name = state.interface.cookie_name
     prefix = from_prefix if from_prefix is not None else state.settings.key_prefix
 
     adopt: Callable[[str], None]
@@ -343,17 +344,12 @@ def migrate_on_first_use(app: Flask, source: str | None = None, *,
             else MemcachedSource(_memcached_calls(app.config, backend), prefix))
         adopt = partial(_adopt_record, backend, lookup)
 
-    def adopt_flask_session() -> None:
-        token = request.cookies.get(cookie_name)
-        if not token:
-            return
-        sid = backend.signer.unsign(token) if backend.signer else token
-        if sid is None or not accepts_sid(backend, sid):
-            return  # the session itself rejects (and logs) a bad cookie
-        adopt(sid)
+    def adopt_flask_session(sid: str) -> None:
+        if accepts_sid(backend, sid):  # not one of sessionkeeper's own store keys
+            adopt(sid)
 
-    # First, before any other hook can read the session.
-    app.before_request_funcs.setdefault(None, []).insert(0, adopt_flask_session)
+    # At the store miss itself: the cookie is already parsed and its signature checked.
+    backend.adopt_unknown = adopt_flask_session
 
 
 def _adopt_record(backend: ServerSideSessions, lookup: LegacyLookup, sid: str) -> None:
