@@ -275,31 +275,25 @@ def redis_cluster_command_calls(node_clients: list[Any]) -> dict[str, int]:
 def delete_redis_cluster_prefix(
     node_clients: list[Any], prefix: str, max_rounds: int = 10_000
 ) -> int:
-    """Delete only this run's keys on every node (never FLUSHALL); one key per command,
-    since a node refuses a multi-key DEL whose keys hash to different slots."""
-    deleted = 0
-    for client in node_clients:
-        cursor = 0
-        for _ in range(max_rounds):
-            cursor, keys = client.scan(cursor=cursor, match=f"{prefix}*", count=500)
-            if keys:
-                pipe = client.pipeline(transaction=False)
-                for key in keys:
-                    pipe.delete(key)
-                deleted += sum(int(n) for n in pipe.execute())
-            if cursor == 0:
-                break
-    return deleted
+    """Delete only this run's keys on every node (never FLUSHALL)."""
+    return sum(delete_redis_prefix(client, prefix, max_rounds) for client in node_clients)
 
 
 def delete_redis_prefix(client: Any, prefix: str, max_rounds: int = 10_000) -> int:
-    """Delete only this run's keys (never FLUSHALL/FLUSHDB); bounded SCAN loop."""
+    """Delete only this run's keys (never FLUSHALL/FLUSHDB); bounded SCAN loop.
+
+    One key per DEL, pipelined: a cluster node refuses a multi-key DEL whose keys hash to
+    different slots.
+    """
     deleted = 0
     cursor = 0
     for _ in range(max_rounds):
         cursor, keys = client.scan(cursor=cursor, match=f"{prefix}*", count=500)
         if keys:
-            deleted += int(client.delete(*keys))
+            pipe = client.pipeline(transaction=False)
+            for key in keys:
+                pipe.delete(key)
+            deleted += sum(int(n) for n in pipe.execute())
         if cursor == 0:
             break
     return deleted
