@@ -86,6 +86,13 @@ _handed_out: set[int] = set()
 _rng = random.SystemRandom()
 
 
+def unused_port() -> int:
+    """A loopback port nobody listens on, for tests of an unreachable server."""
+    with socket.socket() as probe:
+        probe.bind((HOST, 0))
+        return int(probe.getsockname()[1])
+
+
 def _free_port(with_bus: bool = False) -> int:
     """A port nobody listens on; with_bus also needs port+10000 (cluster bus)."""
     # Below the Linux ephemeral range, so outgoing connections rarely take it.

@@ -28,7 +28,7 @@ from flask import Flask, session
 from flask.testing import FlaskClient
 from providers._shared import random_prefix
 from pymemcache.client.base import Client as MemcacheClient
-from servers import ServerGroup, require, start_memcached, start_or_skip
+from servers import ServerGroup, require, start_memcached, start_or_skip, unused_port
 
 from sessionkeeper import legacy
 from sessionkeeper.errors import ConfigurationError, SessionKeeperError
@@ -618,11 +618,7 @@ def test_memcached_users_stay_logged_in_with_flask_login(
 
 
 def test_an_unreachable_memcached_answers_503_not_a_logout(tmp_path: Path) -> None:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = unused_port()
     app = sessionkeeper_app({"SESSION_TYPE": "sqlite",
                              "SESSION_SQLITE_PATH": str(tmp_path / "new.sqlite3"),
                              "SESSION_MEMCACHED": f"127.0.0.1:{port}"}, tmp_path)
@@ -639,11 +635,7 @@ def test_memcached_migrate_command_points_to_first_use(memcached: ServerGroup,
 
 # -- other sources and refusals ---------------------------------------------------------
 def test_an_unreachable_source_is_a_clear_error_not_a_traceback(tmp_path: Path) -> None:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = unused_port()
     app = sessionkeeper_app({"SESSION_TYPE": "sqlite",
                              "SESSION_SQLITE_PATH": str(tmp_path / "new.sqlite3"),
                              "SESSION_REDIS": f"redis://127.0.0.1:{port}/0"}, tmp_path)

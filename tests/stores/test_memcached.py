@@ -24,7 +24,7 @@ from flask import Flask, session
 from providers import memcached as provider
 from pymemcache.client.base import Client, PooledClient
 from pymemcache.client.hash import HashClient
-from servers import ServerGroup, start_memcached, start_or_skip
+from servers import ServerGroup, start_memcached, start_or_skip, unused_port
 
 from sessionkeeper.errors import ConfigurationError, SessionKeeperError, StoreUnavailable
 from sessionkeeper.ids import storage_key
@@ -62,12 +62,6 @@ def dedicated() -> Iterator[ServerGroup]:
 
 def address(server: tuple[str, int]) -> str:
     return f"{server[0]}:{server[1]}"
-
-
-def unused_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def stats(server: tuple[str, int]) -> dict[str, int]:

@@ -9,7 +9,6 @@ by MONGODB_URL and skips without one (no package source of this project ships mo
 from __future__ import annotations
 
 import secrets
-import socket
 import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
@@ -22,6 +21,7 @@ from flask import Flask, session
 from hypothesis import given
 from hypothesis import strategies as st
 from providers import mongodb as mongodb_provider
+from servers import unused_port
 
 from sessionkeeper.errors import ConfigurationError, StoreUnavailable
 from sessionkeeper.flask import Session
@@ -39,12 +39,6 @@ from sessionkeeper.stores.mongodb import (
 )
 
 AWKWARD_KEYS = ["a.b", "$where", "", "_id", "v", "ключ", "x.y.$z", "😀"]
-
-
-def unused_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def build(config: dict[str, Any]) -> MongoDBStore:

@@ -11,7 +11,6 @@ import hashlib
 import os
 import re
 import signal
-import socket
 import threading
 import time
 from collections import Counter
@@ -42,6 +41,7 @@ from servers import (
     start_or_skip,
     start_redis,
     start_redis_sentinel,
+    unused_port,
 )
 
 from sessionkeeper.errors import ConfigurationError
@@ -324,9 +324,7 @@ def test_bad_redis_settings_fail_at_start_up(make_app: MakeApp, settings: dict[s
 
 
 def test_an_unreachable_server_fails_at_start_up(make_app: MakeApp) -> None:
-    with socket.socket() as probe:  # a port nobody listens on
-        probe.bind((HOST, 0))
-        port = probe.getsockname()[1]
+    port = unused_port()
     with pytest.raises(ConfigurationError, match="session store redis is unavailable"):
         make_app(SESSION_TYPE="redis", SESSION_REDIS=f"redis://{HOST}:{port}/0")
 

@@ -25,6 +25,7 @@ import sqlalchemy as sa
 from flask import Flask, session
 from flask_sqlalchemy import SQLAlchemy
 from providers import sqlalchemy_mariadb, sqlalchemy_postgresql, sqlalchemy_sqlite
+from servers import unused_port
 from together import check_all_at_once
 
 from sessionkeeper.errors import ConfigurationError, StoreUnavailable
@@ -384,12 +385,6 @@ def test_bad_settings_stop_the_app_at_start_up(make_app: MakeApp, tmp_path: Path
     monkeypatch.chdir(tmp_path)  # relative SQLite files land in the test's folder
     with pytest.raises(ConfigurationError, match=expected):
         make_app(SESSION_TYPE="sqlalchemy", **config)
-
-
-def unused_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.mark.parametrize("backend", SERVERS, indirect=True)
