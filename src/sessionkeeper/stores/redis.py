@@ -20,13 +20,14 @@ index expires with the last of its sessions.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, cast
 
 import redis
 from redis.backoff import NoBackoff
 from redis.cluster import RedisCluster
+from redis.commands.core import Script
 from redis.exceptions import (
     ClusterError,
     OutOfMemoryError,
@@ -42,6 +43,7 @@ from ..errors import ConfigurationError, StoreUnavailable
 from ..serialization import ValueCodec
 from ..settings import Settings, seconds
 from .base import SessionRecord, SessionStore, SessionUpdate
+from .redis_direct import DirectCommands
 
 #: Flask-Session's default when SESSION_REDIS is unset.
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
@@ -198,17 +200,23 @@ class RedisStore(SessionStore):
         self._update = client.register_script(UPDATE_SCRIPT)
         self._touch = client.register_script(TOUCH_SCRIPT)
         self._index = client.register_script(INDEX_SCRIPT)
+        #: the hot path on a single server (or Sentinel master); a Cluster client routes
+        #: each key to its node itself
+        self._direct = None if self.cluster else DirectCommands(cast("redis.Redis", client))
 
     # -- interface -------------------------------------------------------------------
     def load(self, key: str, now: float) -> SessionRecord | None:
         try:  # (inline, not _available(): this runs on every request that reads)
             # The client is known not to decode responses (checked at start-up).
-            fields = cast("dict[bytes, bytes]", self.client.hgetall(key))
+            if self._direct is not None:
+                reply = self._direct("HGETALL", key)
+            else:
+                reply = self.client.hgetall(key)
         except UNAVAILABLE_ERRORS as exc:
             raise StoreUnavailable(self.name, exc) from exc
-        if not fields:
+        if not reply:
             return None
-        record = _record_from_fields(fields)
+        record = _record_from_reply(reply)
         if record is None or record.expires_at <= now:
             return None
         return record
@@ -254,14 +262,14 @@ class RedisStore(SessionStore):
                 deleted.append(USER)  # logged out, session kept
             else:
                 pairs += (USER, user)
-        keys = [key]
+        keys: list[EncodableT] = [key]
         if user is not None and not self.cluster:
             keys.append(self._index_key(user))
         expiry = _unix_ms(update.expires_at + self.keep_expired)
         args: list[EncodableT] = [expiry, "1" if update.replace else "0", "1" if added else "0",
                                   len(deleted), *deleted, *pairs]
         with self._available():
-            outcome = int(self._update(keys=keys, args=args))
+            outcome = int(self._run(self._update, keys, args))
             if outcome and user is not None:
                 if self.cluster:
                     size = self._index_write(user, expiry, key if added else None)
@@ -275,13 +283,16 @@ class RedisStore(SessionStore):
         expiry = _unix_ms(expires_at + self.keep_expired)
         args: list[EncodableT] = [expiry, _number(accessed_at), _number(expires_at)]
         with self._available():
-            user = self._touch(keys=[key], args=args)
+            user = self._run(self._touch, [key], args)
             if isinstance(user, bytes):  # bound to a user, whose index lives elsewhere
                 self._index_write(user.decode(), expiry)
 
     def delete(self, key: str) -> None:
         with self._available():
-            self.client.unlink(key)
+            if self._direct is not None:
+                self._direct("UNLINK", key)
+            else:
+                self.client.unlink(key)
 
     def keys_for_user(self, user_id: str, now: float) -> list[str]:
         with self._available():
@@ -292,8 +303,15 @@ class RedisStore(SessionStore):
             self.client.ping()
 
     def close(self) -> None:
+        if self._direct is not None:
+            self._direct.close()
         if self.owns_client:
             self.client.close()
+
+    def _run(self, script: Script, keys: list[EncodableT], args: list[EncodableT]) -> Any:
+        if self._direct is not None:
+            return self._direct.run_script(script.sha, script.script, keys, args)
+        return script(keys=keys, args=args)
 
     # -- the per-user index ----------------------------------------------------------
     def _index_key(self, user_id: str) -> str:
@@ -303,7 +321,7 @@ class RedisStore(SessionStore):
         """Extend a user's index to a session's expiry (unix ms), adding the session when
         ``key`` is given, in a call of its own (Cluster: another slot); its size."""
         args: list[EncodableT] = [expiry] if key is None else [expiry, key]
-        return int(self._index(keys=[self._index_key(user_id)], args=args))
+        return int(self._run(self._index, [self._index_key(user_id)], args))
 
     def _maybe_prune(self, user_id: str, size: int) -> None:
         if size >= self.index_prune_from and size & (size - 1) == 0:  # a power of two
@@ -352,25 +370,34 @@ def _metadata(accessed_at: float, expires_at: float, permanent: bool) -> dict[st
     }
 
 
-def _record_from_fields(fields: dict[bytes, bytes]) -> SessionRecord | None:
-    """The record a session hash holds (``fields`` is consumed); None when it is not one
-    (metadata missing)."""
-    take = fields.pop
+def _record_from_reply(reply: Any) -> SessionRecord | None:
+    """The record an HGETALL reply holds (a RESP2 flat field/value list, a RESP3 map or
+    the dict redis-py makes of it); None when it is not one (metadata missing)."""
+    if isinstance(reply, dict):
+        pairs: Iterable[tuple[bytes, bytes]] = reply.items()
+    else:
+        flat = iter(reply)
+        pairs = zip(flat, flat, strict=True)
+    values: dict[str, bytes] = {}
+    meta: dict[bytes, bytes] = {}
+    for field, data in pairs:
+        if field[:2] == VALUE_PREFIX:
+            values[field[2:].decode()] = data
+        else:
+            meta[field] = data
     try:
-        created_at = float(take(_CREATED))
-        accessed_at = float(take(_ACCESSED))
-        expires_at = float(take(_EXPIRES))
+        created_at = float(meta[_CREATED])
+        accessed_at = float(meta[_ACCESSED])
+        expires_at = float(meta[_EXPIRES])
     except (KeyError, ValueError):
         return None
-    permanent = take(_PERMANENT, None) == b"1"
-    user = take(_USER, None)
+    user = meta.get(_USER)
     return SessionRecord(
-        values={field[2:].decode(): data for field, data in fields.items()
-                if field[:2] == VALUE_PREFIX},
+        values=values,
         created_at=created_at,
         accessed_at=accessed_at,
         expires_at=expires_at,
-        permanent=permanent,
+        permanent=meta.get(_PERMANENT) == b"1",
         user_id=user.decode() if user is not None else None,
     )
 
