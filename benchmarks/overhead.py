@@ -8,6 +8,12 @@ costs inside a request, where caches are colder than in a loop of GETs.
 Measurements are interleaved in shuffled order and the best per-call time
 over the rounds is reported.
 
+This process and the Redis server are pinned to one CPU while timing (their affinity is
+restored afterwards). A round trip to a server on another, idle core includes waking
+that core, which on a virtual machine costs tens of microseconds and varies several-fold
+from run to run; on one core a round trip is two context switches, so the numbers
+measure the work each variant does rather than the machine's idle states.
+
     python benchmarks/overhead.py [--rounds 9] [--calls 1000] [--json out.json]
 """
 
@@ -15,12 +21,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import secrets
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from common import READ_BODY, REDIS_PORT, SRC_DIR, BenchSettings, last_line
@@ -142,10 +150,32 @@ def measure_with(
             floor_client = floor_client or app.config.get("SESSION_REDIS")
         floor_client = floor_client or redis_client(settings)
         calls_by_name["raw-get"] = raw_get_call(floor_client, f"{settings.key_prefix}floor")
-        samples = interleaved_rounds(calls_by_name, rounds, calls)
+        with on_one_cpu(floor_client) as pinned:
+            samples = interleaved_rounds(calls_by_name, rounds, calls)
     finally:
         delete_redis_prefix(floor_client or redis_client(settings), settings.key_prefix)
-    return overhead_result(variants, samples, unavailable, calls)
+    return overhead_result(variants, samples, unavailable, calls, pinned)
+
+
+@contextmanager
+def on_one_cpu(client: Any) -> Iterator[str]:
+    """Pin this process and the Redis server behind ``client`` to one CPU; yields what
+    was pinned (for the report). A server this user may not pin is left alone."""
+    cpu = min(os.sched_getaffinity(0))
+    server_pid = int(client.info("server")["process_id"])
+    saved: dict[int, set[int]] = {}
+    try:
+        for pid in (0, server_pid):
+            try:
+                saved[pid] = os.sched_getaffinity(pid)
+                os.sched_setaffinity(pid, {cpu})
+            except OSError:  # another user's server, or a server on another host
+                saved.pop(pid, None)
+        yield (f"this process and redis-server (pid {server_pid}) on CPU {cpu}"
+               if server_pid in saved else f"this process on CPU {cpu}; redis-server not pinned")
+    finally:
+        for pid, cpus in saved.items():
+            os.sched_setaffinity(pid, cpus)
 
 
 def overhead_result(
@@ -153,6 +183,7 @@ def overhead_result(
     samples: list[dict[str, float]],
     unavailable: dict[str, str],
     calls: int,
+    pinned: str = "",
 ) -> dict[str, Any]:
     """Best round per function (as timeit does): on a shared machine other processes
     only ever add time, so the fastest round is the least disturbed estimate."""
@@ -175,6 +206,7 @@ def overhead_result(
     return {
         "rounds": len(samples),
         "calls": calls,
+        "pinned": pinned,
         "raw_get_us": raw_get,
         "plain_read_us": plain,
         "variants": rows,
@@ -182,6 +214,8 @@ def overhead_result(
 
 
 def print_result(result: dict[str, Any]) -> None:
+    if result.get("pinned"):
+        print(f"pinned: {result['pinned']}")
     print(
         f"raw redis-py GET: {result['raw_get_us']:.1f} us; "
         f"plain /read: {result['plain_read_us']:.1f} us"

@@ -170,8 +170,12 @@ def overhead_section(overhead: dict[str, Any] | None) -> list[str]:
         "layer (`plain`), expressed as a multiple of one raw redis-py `GET` on the "
         "same client connection (the floor: a server-side session cannot load with less). "
         "`raw-redis` makes that GET from its view, with no session layer: its row is what "
-        "one round trip costs inside a request, a floor no session layer can beat.",
+        "one redis-py round trip costs inside a request, where caches are colder than in "
+        "a loop of GETs. While timing, this process and the Redis server share one CPU: "
+        "a round trip to an idle core also pays for waking it, which on a virtual machine "
+        "varies several-fold between runs.",
         "",
+        f"- pinned: {overhead.get('pinned') or 'no'}",
         f"- raw redis-py GET: **{overhead['raw_get_us']:.1f} µs**",
         f"- plain `/read` (framework only): {overhead['plain_read_us']:.1f} µs",
         "",

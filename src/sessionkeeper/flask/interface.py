@@ -8,9 +8,9 @@ from functools import partial
 
 from flask import Flask, Request, Response, request
 from flask.sessions import SessionInterface, SessionMixin
-from werkzeug.sansio.http import parse_cookie
 
 from ..backend import SessionBackend, logger
+from ..cookie_header import cookie_value
 from ..cookie_rules import check_cookie_attributes, samesite_or_default
 from ..errors import StoreUnavailable
 from ..model import Session
@@ -64,11 +64,9 @@ class SessionKeeperInterface(SessionInterface):
         header = self._header_token(request)
         if header is not None:
             return header or None
-        # Exactly what request.cookies parses (the same sansio parser on the same header
-        # text), minus walking the whole environ through a Headers view.
-        cookies = parse_cookie(request.environ.get("HTTP_COOKIE"),
-                               cls=request.dict_storage_class)
-        return cookies.get(self.cookie_name) or None
+        # What request.cookies would give, without parsing every other cookie or
+        # walking the environ through a Headers view.
+        return cookie_value(request.environ.get("HTTP_COOKIE"), self.cookie_name) or None
 
     def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
         if not session.accessed and not session.loaded:  # type: ignore[attr-defined]
