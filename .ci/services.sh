@@ -25,7 +25,10 @@ wait_for() {
 
 # --- (a) packages ------------------------------------------------------------
 missing=()
-for pkg in memcached chromium chromium-driver wrk; do
+# The database servers come preinstalled on the usual CI machine; on a bare Debian
+# they are installed here and configured below.
+packages=(memcached chromium chromium-driver wrk postgresql mariadb-server redis-server)
+for pkg in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' \
         || missing+=("$pkg")
 done
@@ -45,7 +48,7 @@ if ((${#missing[@]})); then
     apt-get "${apt_opts[@]}" install -y --no-install-recommends "${missing[@]}" \
         || die "apt-get install ${missing[*]} failed"
 else
-    say "packages already installed: memcached chromium chromium-driver wrk"
+    say "packages already installed: ${packages[*]}"
 fi
 
 # --- (b) PostgreSQL ------------------------------------------------------------
@@ -61,6 +64,21 @@ else
 fi
 wait_for PostgreSQL pg_up
 psql_q() { psql -h 127.0.0.1 -U postgres -d postgres -tAq "$@"; }
+# The tests log in over TCP without a password (trust), as the usual CI machine allows.
+# A fresh Debian install asks for one: trust loopback for this throwaway server.
+if ! psql_q -w -c 'select 1' >/dev/null 2>&1; then
+    say "PostgreSQL: trusting loopback logins for the tests"
+    for hba in /etc/postgresql/*/main/pg_hba.conf; do
+        sed -i -E 's/^(host\s+all\s+all\s+(127\.0\.0\.1\/32|::1\/128)\s+)\S+/\1trust/' "$hba"
+    done
+    # shellcheck disable=SC2046
+    pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main reload \
+        || die "pg_ctlcluster could not reload PostgreSQL"
+    psql_q -w -c 'select 1' >/dev/null || die "PostgreSQL still refuses postgres@127.0.0.1"
+fi
+if [ "$(psql_q -c "select 1 from pg_roles where rolname = 'root'")" != 1 ]; then
+    psql_q -c 'create role root superuser login' || die "could not create PostgreSQL role root"
+fi
 if [ "$(psql_q -c "select 1 from pg_database where datname = 'test'")" = 1 ]; then
     say "PostgreSQL database 'test' exists"
 else
@@ -96,7 +114,13 @@ fi
 wait_for MariaDB maria_up
 mariadb -e 'create database if not exists test' || die "could not create MariaDB database 'test'"
 say "MariaDB database 'test' exists"
-# The tests connect as root over TCP, not through the socket checked above.
+# The tests connect as root over TCP, not through the socket checked above. A fresh
+# Debian install lets root in only through the socket: allow an empty password too.
+if ! mariadb -h 127.0.0.1 -P 3306 -u root -e 'select 1' test >/dev/null 2>&1; then
+    say "MariaDB: letting root log in over TCP without a password"
+    mariadb -e "ALTER USER 'root'@'localhost' IDENTIFIED VIA unix_socket OR mysql_native_password USING PASSWORD('')" \
+        || die "could not change MariaDB root's login"
+fi
 mariadb -h 127.0.0.1 -P 3306 -u root -e 'select 1' test >/dev/null \
     || die "MariaDB answers on its socket but root cannot log in over TCP 127.0.0.1:3306"
 

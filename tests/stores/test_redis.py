@@ -413,10 +413,11 @@ def test_redis_commands_per_request(make_app: MakeApp, redis_server: RedisServer
     assert login == Counter({"hgetall": 1, "multi": 1, "del": 1, "hset": 1, "pexpireat": 2,
                              "eval": 1, "sadd": 1, "pttl": 1, "scard": 1, "exec": 1,
                              "unlink": 1})
-    # Writes and refreshes of a logged-in session extend its user's index too.
+    # Writes and refreshes of a logged-in session extend its user's index too, inside
+    # the same script: still one round trip each.
     assert user_write == (Counter({"hgetall": 1, "evalsha": 1}) + UPDATE_SCRIPT_WORK
                           + INDEX_EXTENSION_WORK)
-    assert user_refresh == (Counter({"hgetall": 1, "evalsha": 2, "scard": 1})
+    assert user_refresh == (Counter({"hgetall": 1, "evalsha": 1})
                             + TOUCH_SCRIPT_WORK + INDEX_EXTENSION_WORK)
     assert logout == Counter({"hgetall": 1, "unlink": 1})
 
@@ -615,6 +616,25 @@ def test_a_user_index_lives_as_long_as_its_longest_lived_session(
                                                     user_id="alice", user_id_changed=True))
     assert 2990 < index_expires_in(redis_store, "alice") <= 3000
     assert sorted(redis_store.keys_for_user("alice", now)) == sorted([laptop, phone, tablet])
+
+
+def test_a_refresh_extends_the_index_of_the_user_the_session_has_now(
+        redis_store: RedisStore) -> None:
+    """A refresh right after a load extends the loaded user's index in the same script;
+    if the session was bound to someone else in between, that user's index is extended."""
+    now = time.time()
+    phone = bound_session(redis_store, "alice", now, now + 600)
+    assert redis_store.load(phone, now) is not None  # loaded as alice's
+    redis_store.touch(phone, now, now + 1800)
+    assert 1790 < index_expires_in(redis_store, "alice") <= 1800
+
+    bound_session(redis_store, "bob", now, now + 600)  # bob has an index of his own
+    assert redis_store.load(phone, now) is not None  # loaded as alice's ...
+    assert redis_store.update(phone, SessionUpdate({}, set(), False, now, now + 600, True,
+                                                   user_id="bob", user_id_changed=True))
+    redis_store.touch(phone, now, now + 2400)  # ... refreshed as bob's
+    assert 2390 < index_expires_in(redis_store, "bob") <= 2400
+    assert 1790 < index_expires_in(redis_store, "alice") <= 1800  # alice's left as it was
 
 
 def test_a_user_index_goes_when_all_its_sessions_have_expired(

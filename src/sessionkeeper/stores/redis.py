@@ -8,7 +8,7 @@ by itself (``PEXPIREAT``), so there is nothing to clean up.
 Round trips: ``load`` is one ``HGETALL``; ``update`` is one ``EVALSHA`` whose script
 writes only the changed fields and never recreates a hash that is gone (a logout wins
 over a slow concurrent request); ``create`` is one ``MULTI`` pipeline; ``touch`` is one
-``EVALSHA`` (two for a session bound to a user); ``delete`` is one ``UNLINK``.
+``EVALSHA`` (on a Cluster, two for a session bound to a user); ``delete`` is one ``UNLINK``.
 
 A session is a single key, so on a Cluster it always lives in one slot. The per-user
 index (a SET ``<prefix>user:<user id>`` of session keys) lives in another slot: on a
@@ -20,6 +20,7 @@ index expires with the last of its sessions.
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, cast
@@ -138,15 +139,25 @@ return 1
 """
 
 # Extend a session's life without rewriting its data; nothing happens when it is gone.
-# KEYS[1]: the session hash. ARGV: expiry (unix ms), accessed_at, expires_at (seconds).
-# Returns 0 when the hash is gone, else its user (whose index must be extended too) or 1.
-TOUCH_SCRIPT = """
+# KEYS[1]: the session hash; KEYS[2] (optional, single server): the index of the user it
+# was loaded with. ARGV: expiry (unix ms), accessed_at, expires_at (seconds), and with
+# KEYS[2] that user. Returns 0 when the hash is gone; else 1 when no index needs
+# extending any more, or the session's user, whose index the caller must extend.
+TOUCH_SCRIPT = _EXTEND_INDEX + """
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return 0
 end
 redis.call('HSET', KEYS[1], 'accessed', ARGV[2], 'expires', ARGV[3])
 redis.call('PEXPIREAT', KEYS[1], ARGV[1])
-return redis.call('HGET', KEYS[1], 'user') or 1
+local user = redis.call('HGET', KEYS[1], 'user')
+if not user then
+  return 1
+end
+if KEYS[2] and user == ARGV[4] then
+  extend_index(KEYS[2], ARGV[1])
+  return 1
+end
+return user
 """
 
 # Add a session to its user's index (or only extend the index when ARGV[2] is absent).
@@ -203,6 +214,9 @@ class RedisStore(SessionStore):
         #: the hot path on a single server (or Sentinel master); a Cluster client routes
         #: each key to its node itself
         self._direct = None if self.cluster else DirectCommands(cast("redis.Redis", client))
+        #: this thread's last loaded (key, user): a refresh right after can extend the
+        #: user's index in the same script (single server; checked there against the hash)
+        self._loaded = threading.local()
 
     # -- interface -------------------------------------------------------------------
     def load(self, key: str, now: float) -> SessionRecord | None:
@@ -219,6 +233,7 @@ class RedisStore(SessionStore):
         record = _record_from_reply(reply)
         if record is None or record.expires_at <= now:
             return None
+        self._loaded.last = (key, record.user_id)
         return record
 
     def create(self, key: str, record: SessionRecord) -> None:
@@ -281,11 +296,16 @@ class RedisStore(SessionStore):
 
     def touch(self, key: str, accessed_at: float, expires_at: float) -> None:
         expiry = _unix_ms(expires_at + self.keep_expired)
+        keys: list[EncodableT] = [key]
         args: list[EncodableT] = [expiry, _number(accessed_at), _number(expires_at)]
+        loaded_key, user = getattr(self._loaded, "last", (None, None))
+        if loaded_key == key and user is not None and not self.cluster:
+            keys.append(self._index_key(user))
+            args.append(user)
         with self._available():
-            user = self._run(self._touch, [key], args)
-            if isinstance(user, bytes):  # bound to a user, whose index lives elsewhere
-                self._index_write(user.decode(), expiry)
+            outcome = self._run(self._touch, keys, args)
+            if isinstance(outcome, bytes):  # bound to a user whose index is not extended yet
+                self._index_write(outcome.decode(), expiry)
 
     def delete(self, key: str) -> None:
         with self._available():
