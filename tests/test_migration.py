@@ -9,12 +9,15 @@ what Flask-Session's own serializers and cachelib write, never on hand-made byte
 
 from __future__ import annotations
 
+import importlib
 import os
 import pickle
 import secrets
 import struct
 import time
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -305,48 +308,90 @@ def test_flask_login_users_stay_logged_in(redis_client: redis.Redis, redis_prefi
     assert browser_with(cookie.value, app).get("/me").text == "user 7"
 
 
-# -- SQLAlchemy (SQLite file) -----------------------------------------------------------
-def flask_session_sqlalchemy_app(database: Path) -> Flask:
+# -- SQLAlchemy (SQLite file, PostgreSQL, MariaDB) --------------------------------------
+@dataclass
+class LegacyDatabase:
+    """The database Flask-Session used; both tables named here are dropped afterwards."""
+
+    url: str
+    engine: Any  # for raw SQL in tests
+    table: str  # Flask-Session's (SESSION_SQLALCHEMY_TABLE, read with --from-table)
+    own_table: str  # sessionkeeper's, when it keeps its sessions in the same database
+    cleanup: ExitStack
+
+
+@pytest.fixture(params=["sqlite file", "postgresql", "mariadb"])
+def legacy_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[LegacyDatabase]:
+    import sqlalchemy as sa
+    from providers._sqlalchemy import dropped_afterwards, random_table
+
+    if request.param == "sqlite file":
+        url = f"sqlite:///{tmp_path / 'app.sqlite3'}"
+    else:  # the machine's server; skips (fails in CI) naming what is missing
+        url = importlib.import_module(f"providers.sqlalchemy_{request.param}").url()
+    with ExitStack() as cleanup:
+        engine = sa.create_engine(url)
+        cleanup.callback(engine.dispose)
+        database = LegacyDatabase(url, engine, random_table(), random_table(), cleanup)
+        for table in (database.table, database.own_table):
+            cleanup.enter_context(dropped_afterwards(engine, table))
+        # The apps' engines are disposed first: no pooled connection holds a lock then.
+        yield database
+
+
+def sqlalchemy_app(extension: Callable[[Flask], Any], legacy_db: LegacyDatabase,
+                   tmp_path: Path, **config: Any) -> Flask:
+    """An app whose ``extension`` (Flask-Session or sessionkeeper) is given a
+    Flask-SQLAlchemy object on the legacy database, as Flask-Session was."""
     from flask_sqlalchemy import SQLAlchemy
 
-    app = Flask("on_flask_session")
     db = SQLAlchemy()
-    app.config.update(SECRET_KEY=SECRET, SESSION_TYPE="sqlalchemy", SESSION_SQLALCHEMY=db,
-                      SQLALCHEMY_DATABASE_URI=f"sqlite:///{database}")
+    app = Flask(extension.__module__.split(".")[0], instance_path=str(tmp_path / "instance"))
+    app.config.update({"SECRET_KEY": SECRET, "SESSION_TYPE": "sqlalchemy",
+                       "SESSION_SQLALCHEMY": db, "SQLALCHEMY_DATABASE_URI": legacy_db.url,
+                       **config})
     db.init_app(app)
-    flask_session.Session(app)
+    with app.app_context():
+        for engine in db.engines.values():
+            legacy_db.cleanup.callback(engine.dispose)
+    extension(app)
     add_views(app)
     return app
 
 
-def sessionkeeper_sqlalchemy_app(database: Path, target: str, tmp_path: Path,
-                                 ) -> tuple[Flask, list[str]]:
-    from flask_sqlalchemy import SQLAlchemy
+def flask_session_sqlalchemy_app(legacy_db: LegacyDatabase, tmp_path: Path) -> Flask:
+    return sqlalchemy_app(flask_session.Session, legacy_db, tmp_path,
+                          SESSION_SQLALCHEMY_TABLE=legacy_db.table)
 
-    db = SQLAlchemy()
-    config: dict[str, Any] = {"SESSION_TYPE": "sqlalchemy", "SESSION_SQLALCHEMY": db,
-                              "SQLALCHEMY_DATABASE_URI": f"sqlite:///{database}"}
-    args: list[str] = []
+
+def sessionkeeper_sqlalchemy_app(legacy_db: LegacyDatabase, target: str, tmp_path: Path,
+                                 ) -> tuple[Flask, list[str]]:
+    """The app on sessionkeeper, and the migrate arguments reading Flask-Session's table."""
+    args = ["--from-table", legacy_db.table]
     if target == "same store":
         pytest.importorskip("sessionkeeper.stores.sqlalchemy")
         # Flask-Session's table keeps its name; sessionkeeper's gets another.
-        config["SESSION_SQLALCHEMY_TABLE"] = "sessionkeeper_sessions"
+        config = {"SESSION_SQLALCHEMY_TABLE": legacy_db.own_table}
     else:
-        config.update(SESSION_TYPE="sqlite", SESSION_SQLITE_PATH=str(tmp_path / "new.sqlite3"))
-        args = ["--from", "sqlalchemy"]
-    app = Flask("on_sessionkeeper", instance_path=str(tmp_path / "instance"))
-    app.config.update(SECRET_KEY=SECRET, **config)
-    db.init_app(app)
-    Session(app)
-    add_views(app)
-    return app, args
+        config = {"SESSION_TYPE": "sqlite", "SESSION_SQLITE_PATH": str(tmp_path / "new.sqlite3")}
+        args += ["--from", "sqlalchemy"]
+    return sqlalchemy_app(Session, legacy_db, tmp_path, **config), args
+
+
+def count_rows(legacy_db: LegacyDatabase) -> int:
+    import sqlalchemy as sa
+
+    with legacy_db.engine.connect() as connection:
+        return int(connection.execute(
+            sa.text(f"SELECT count(*) FROM {legacy_db.table}")).scalar_one())
 
 
 @pytest.mark.parametrize("target", ["same store", "sqlite"])
-def test_sqlalchemy_users_stay_logged_in_after_migrate(tmp_path: Path, target: str) -> None:
-    database = tmp_path / "app.sqlite3"
-    cookie, seen_before = log_in(flask_session_sqlalchemy_app(database))
-    app, args = sessionkeeper_sqlalchemy_app(database, target, tmp_path)
+def test_sqlalchemy_users_stay_logged_in_after_migrate(legacy_db: LegacyDatabase,
+                                                       tmp_path: Path, target: str) -> None:
+    cookie, seen_before = log_in(flask_session_sqlalchemy_app(legacy_db, tmp_path))
+    app, args = sessionkeeper_sqlalchemy_app(legacy_db, target, tmp_path)
+    assert browser_with(cookie, app).get("/whoami").text == "anonymous"  # not yet
 
     result = run_migrate(app, *args)
     assert result.exit_code == 0, result.output
@@ -354,37 +399,39 @@ def test_sqlalchemy_users_stay_logged_in_after_migrate(tmp_path: Path, target: s
     browser = browser_with(cookie, app)
     assert browser.get("/whoami").text == "alice"
     assert browser.get("/dump").text == seen_before
+    assert count_rows(legacy_db) == 1  # still in place without --delete-old
 
 
-def test_expired_rows_are_skipped_and_deleted_with_delete_old(tmp_path: Path) -> None:
+def test_expired_rows_are_skipped_and_deleted_with_delete_old(legacy_db: LegacyDatabase,
+                                                              tmp_path: Path) -> None:
     import sqlalchemy as sa
 
-    database = tmp_path / "app.sqlite3"
-    cookie, _ = log_in(flask_session_sqlalchemy_app(database))
-    engine = sa.create_engine(f"sqlite:///{database}")
-    with engine.begin() as connection:
-        connection.execute(sa.text("UPDATE sessions SET expiry = :past"),
-                           {"past": datetime.now(timezone.utc).replace(tzinfo=None)
-                            - timedelta(minutes=1)})
-    app, args = sessionkeeper_sqlalchemy_app(database, "sqlite", tmp_path)
+    cookie, _ = log_in(flask_session_sqlalchemy_app(legacy_db, tmp_path))
+    # Flask-Session writes naive UTC datetimes (utcnow) into a DateTime column without
+    # a time zone; the typed parameter is rendered as each dialect stores DateTime.
+    past = datetime.now(timezone.utc).replace(tzinfo=None) - timedelta(minutes=1)
+    expire = sa.text(f"UPDATE {legacy_db.table} SET expiry = :past").bindparams(
+        sa.bindparam("past", past, type_=sa.DateTime()))
+    with legacy_db.engine.begin() as connection:
+        assert connection.execute(expire).rowcount == 1
+    app, args = sessionkeeper_sqlalchemy_app(legacy_db, "sqlite", tmp_path)
 
     result = run_migrate(app, *args, "--delete-old")
     assert count_line(result.output, "skipped, expired") == 1
     assert count_line(result.output, "migrated:") == 0
     assert "Deleted 1 old records." in result.output
-    with engine.connect() as connection:
-        assert connection.execute(sa.text("SELECT count(*) FROM sessions")).scalar() == 0
-    engine.dispose()
+    assert count_rows(legacy_db) == 0
     assert browser_with(cookie, app).get("/whoami").text == "anonymous"
 
 
-def test_a_table_that_is_not_flask_sessions_is_a_clear_error(tmp_path: Path) -> None:
-    database = tmp_path / "app.sqlite3"
-    flask_session_sqlalchemy_app(database)  # creates Flask-Session's "sessions" table
-    app, args = sessionkeeper_sqlalchemy_app(database, "sqlite", tmp_path)
-    result = run_migrate(app, *args, "--from-table", "no_such_table")
+def test_a_table_that_is_not_flask_sessions_is_a_clear_error(legacy_db: LegacyDatabase,
+                                                             tmp_path: Path) -> None:
+    flask_session_sqlalchemy_app(legacy_db, tmp_path)  # creates Flask-Session's table
+    app, args = sessionkeeper_sqlalchemy_app(legacy_db, "sqlite", tmp_path)
+    missing = legacy_db.own_table  # never created with the "sqlite" target
+    result = run_migrate(app, *args, "--from-table", missing)
     assert result.exit_code == 1
-    assert "cannot list Flask-Session's table 'no_such_table'" in result.output
+    assert f"cannot list Flask-Session's table '{missing}'" in result.output
     assert "Traceback" not in result.output
 
 
