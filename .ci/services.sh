@@ -108,8 +108,12 @@ else
     say "starting MariaDB"
     # /run is a tmpfs: recreate the socket directory after a reboot.
     install -d -o mysql -g mysql /run/mysqld
-    start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd \
-        || die "start-stop-daemon could not start mariadbd"
+    # mariadbd refuses to run as root: have it switch to the mysql user. With
+    # --background its errors would be lost, so keep them in a log.
+    install -d -o mysql -g adm /var/log/mysql
+    start-stop-daemon --start --oknodo --background --output /var/log/mysql/ci.log \
+        --exec /usr/sbin/mariadbd -- --user=mysql \
+        || die "start-stop-daemon could not start mariadbd (see /var/log/mysql/ci.log)"
 fi
 wait_for MariaDB maria_up
 mariadb -e 'create database if not exists test' || die "could not create MariaDB database 'test'"
