@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import secrets
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -42,6 +43,14 @@ def server_url(urls: Sequence[str], what: str) -> str:
     require(url is not None, f"{what} (tried {', '.join(urls)})")
     assert url is not None
     return url
+
+
+def require_driver(module: str, what: str) -> None:
+    """Skip (fail in CI) unless the DB-API driver ``module`` imports."""
+    try:
+        importlib.import_module(module)
+    except ImportError as exc:
+        require(False, f"{what}: {exc}")
 
 
 @contextmanager

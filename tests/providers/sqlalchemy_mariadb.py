@@ -7,6 +7,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy as sa
 from providers import _sqlalchemy
 
 from sessionkeeper.serialization import ValueCodec
@@ -18,6 +19,14 @@ URLS = ("mysql+pymysql://root@127.0.0.1:3306/test",)
 
 def url() -> str:
     return _sqlalchemy.server_url(URLS, "MariaDB at 127.0.0.1:3306, database 'test'")
+
+
+def connector_url() -> str:
+    """The same server through MariaDB Connector/Python (``pip install mariadb``, which
+    builds against Debian's libmariadb-dev)."""
+    _sqlalchemy.require_driver("mariadb", "MariaDB Connector/Python (pip install mariadb)")
+    return (sa.make_url(url()).set(drivername="mysql+mariadbconnector")
+            .render_as_string(hide_password=False))
 
 
 @contextmanager
