@@ -10,10 +10,6 @@ from __future__ import annotations
 
 from werkzeug.sansio.http import parse_cookie
 
-# werkzeug's cookie pattern matches whitespace in ASCII mode: str.strip() with no
-# argument would also strip non-ASCII spaces such as U+00A0 and U+0085.
-_ASCII_SPACE = " \t\n\r\f\v"
-
 
 def cookie_value(header: str | None, name: str) -> str | None:
     """The first value of cookie ``name`` in a ``Cookie`` header, exactly as
@@ -24,6 +20,7 @@ def cookie_value(header: str | None, name: str) -> str | None:
         return parse_cookie(header).get(name)
     for part in header.split(";"):
         key, _, value = part.partition("=")
-        if key.strip(_ASCII_SPACE) == name:
-            return value.strip(_ASCII_SPACE)
+        # werkzeug strips both with str.strip(): non-ASCII spaces (U+00A0...) go too
+        if key.strip() == name:
+            return value.strip()
     return None

@@ -504,6 +504,54 @@ def test_forked_workers_do_not_share_the_parents_connections(db_url: str, table:
     assert list(statuses.values()) == [0, 0, 0, 0]
 
 
+# -- the direct read (stores/sql_direct.py) -------------------------------------------------
+@pytest.mark.parametrize("backend", [*BACKENDS, "mariadb-connector"], indirect=True)
+def test_a_read_straight_from_the_driver_equals_one_through_core(db_url: str,
+                                                                 table: str) -> None:
+    store = SQLAlchemyStore(engine_from_url(db_url), table=table, owns_engine=True)
+    try:
+        store.check()
+        for user in ("Laowang é", None):
+            key = f"session:{secrets.token_hex(8)}"
+            stored = record({"cart": [1, "二"], "flag": False}, user_id=user)
+            stored.permanent = user is None
+            store.create(key, stored)
+            assert store.reads_directly
+            direct = store.load(key, time.time())
+            with recorded_statements(store.engine) as sent:  # a listener: Core reads
+                assert not store.reads_directly
+                through_core = store.load(key, time.time())
+            assert sent == ["SELECT"]
+            assert direct == through_core
+            assert direct is not None and direct.user_id == user
+            assert direct.permanent is (user is None)
+            assert direct.values == stored.values
+            assert type(direct.created_at) is float and type(direct.version) is int
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("backend", SERVERS, indirect=True)
+def test_statement_listeners_and_echo_still_see_every_session_read(
+        make_app: MakeApp, db_url: str, table: str, caplog: pytest.LogCaptureFixture) -> None:
+    """Tracing (OpenTelemetry's SQLAlchemy instrumentation listens to these events) and
+    SQL echo are never bypassed."""
+    app = session_app(make_app, sql_config(db_url, table))
+    client = app.test_client()
+    client.post("/login")
+    engine = store_of(app).engine
+    with recorded_statements(engine) as sent:
+        assert client.get("/whoami").text == "laowang"
+    assert sent == ["SELECT"]
+    engine.echo = True
+    try:
+        with caplog.at_level("INFO", logger="sqlalchemy.engine"):
+            assert client.get("/whoami").text == "laowang"
+    finally:
+        engine.echo = False
+    assert any(message.startswith("SELECT") for message in caplog.messages)
+
+
 # -- statements per request ---------------------------------------------------------------
 
 

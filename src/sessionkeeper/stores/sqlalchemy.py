@@ -45,6 +45,7 @@ from ..errors import ConfigurationError, StoreUnavailable
 from ..serialization import ValueCodec
 from ..settings import Settings, seconds
 from .base import SessionRecord, SessionStore, SessionUpdate
+from .sql_direct import direct_select
 from .sqlite_wal import use_wal
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -211,14 +212,23 @@ class SQLAlchemyStore(SessionStore):
         ).where(t.c.key == sa.bindparam("k"), t.c.expires_at > sa.bindparam("now"))
         self._read_current = sa.select(t.c.data, t.c.version).where(
             t.c.key == sa.bindparam("k"))
+        self._dialect = engine.dialect
+        #: the read every request makes, straight to the driver when it allows
+        self._direct_load = direct_select(engine, self._load, _WATCHDOGS.get(engine))
 
     # -- connections ---------------------------------------------------------------
     @contextmanager
     def _connection(self) -> Iterator[sa.Connection]:
+        with self._translated_errors(), self.engine.connect() as conn:
+            yield conn
+
+    @contextmanager
+    def _translated_errors(self) -> Iterator[None]:
+        """SQLAlchemy's errors as the store reports them: StoreUnavailable when the
+        database cannot answer (_Disconnected when a pooled connection was dead)."""
         started = time.monotonic()
         try:
-            with self.engine.connect() as conn:
-                yield conn
+            yield
         except (sa_exc.OperationalError, sa_exc.InterfaceError) as exc:
             if exc.connection_invalidated:
                 raise self._lost(exc, started) from exc
@@ -244,19 +254,34 @@ class SQLAlchemyStore(SessionStore):
         if self._commits:
             conn.commit()
 
+    @property
+    def reads_directly(self) -> bool:
+        """Whether a session read now goes straight to the driver (stores/sql_direct.py):
+        False for other drivers, and while the engine has execute listeners or echo."""
+        return self._direct_load is not None and not self._direct_load.watched()
+
     # -- interface -------------------------------------------------------------------
     @_retry_on_disconnect
     def load(self, key: str, now: float) -> SessionRecord | None:
-        with self._connection() as conn:
-            row = conn.execute(self._load, {"k": key, "now": now}).first()
+        with self._translated_errors():
+            direct = self._direct_load
+            if direct is not None and not direct.watched():
+                row = direct.first(
+                    {"k": _KEY_TYPE.process_bind_param(key, self._dialect), "now": now})
+            else:
+                with self.engine.connect() as conn:
+                    row = conn.execute(self._load, {"k": key, "now": now}).first()
         if row is None:
             return None
-        values = self.codec.unpack(row.data)
-        self._seen.entry = _Seen(key, row.version, values)
-        return SessionRecord(values=dict(values), created_at=row.created_at,
-                             accessed_at=row.accessed_at, expires_at=row.expires_at,
-                             permanent=bool(row.permanent), user_id=row.user_id,
-                             version=row.version)
+        data, created_at, accessed_at, expires_at, permanent, user_id, version = row
+        values = self.codec.unpack(data)
+        self._seen.entry = _Seen(key, version, values)
+        # Plain DBAPI values on the direct path: the same conversions Core would make.
+        return SessionRecord(values=dict(values), created_at=float(created_at),
+                             accessed_at=float(accessed_at), expires_at=float(expires_at),
+                             permanent=bool(permanent),
+                             user_id=_USER_TYPE.process_result_value(user_id, self._dialect),
+                             version=int(version))
 
     def create(self, key: str, record: SessionRecord) -> None:
         _check_key(key)
@@ -560,7 +585,13 @@ def _shut_down(dbapi_connection: Any) -> None:
         sock.shutdown(socket.SHUT_RDWR)
 
 
+#: each engine's statement watchdog, which the store's direct read arms itself
+_WATCHDOGS: weakref.WeakKeyDictionary[sa.Engine, _StatementWatchdog] = (
+    weakref.WeakKeyDictionary())
+
+
 def _watch_statements(engine: sa.Engine, watchdog: _StatementWatchdog) -> None:
+    _WATCHDOGS[engine] = watchdog
     # Keyed by the statement's execution context, which both ends of it can see.
     @sa.event.listens_for(engine, "before_cursor_execute")
     def arm(conn: sa.Connection, cursor: Any, statement: str, parameters: Any,

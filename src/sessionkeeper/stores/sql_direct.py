@@ -1,0 +1,129 @@
+"""The SQL store's hot path: its one-statement read, sent straight to the driver.
+
+A session read through SQLAlchemy Core spends about as long in Core (checking out a
+``Connection``, compiling-cache look-ups, result processing, the autobegin/reset dance)
+as in the round trip to a local database. The read is one fixed SELECT, so it is
+compiled once per engine and executed on a pooled DBAPI connection
+(``Engine.raw_connection()``): the pool, its events, its reset-on-return and the
+driver's own timeouts apply as before. Execute events and SQL echo would not see it, so
+an engine that has execute listeners (tracing, statement logging, OpenTelemetry's
+instrumentation) or ``echo`` on is read through Core, checked on every read.
+
+Only drivers whose parameter and result types are known to need no conversion beyond
+what :func:`direct_select` is given take this path; anything else, and engines carrying
+execution options (``schema_translate_map``, say), use Core.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
+
+import sqlalchemy as sa
+from sqlalchemy import exc as sa_exc
+
+#: drivers whose DBAPI takes Python str/float/bytes parameters and returns plain rows
+DIRECT_DRIVERS = frozenset({"psycopg2", "psycopg", "pymysql", "mysqldb", "mariadbconnector",
+                            "pysqlite"})
+
+Bind = Callable[[Mapping[str, Any]], Any]
+
+
+class StatementWatchdog(Protocol):
+    """Bounds statements on drivers without a read timeout (the store's psycopg2 one).
+    It is fed by one listener per execute event, which the direct path stands in for."""
+
+    def arm(self, token: int, dbapi_connection: Any) -> None: ...
+
+    def disarm(self, token: int) -> None: ...
+
+
+class DirectSelect:
+    """One compiled SELECT, run on a pooled DBAPI connection; returns its first row."""
+
+    def __init__(self, engine: sa.Engine, statement: sa.Select[Any],
+                 watchdog: StatementWatchdog | None = None) -> None:
+        self.engine = engine
+        self._watchdog = watchdog
+        #: execute listeners that are the watchdog's own, not an observer's
+        self._own_listeners = 0 if watchdog is None else 1
+        compiled = statement.compile(dialect=engine.dialect)
+        self.sql = str(compiled)
+        names = compiled.positiontup if compiled.positional else None
+        self._bind: Bind = ((lambda params: tuple(params[name] for name in names))
+                            if names is not None else dict)
+        self._dbapi_error: type[Exception] = engine.dialect.loaded_dbapi.Error
+
+    def watched(self) -> bool:
+        """Whether anything on the engine wants to see each statement: then use Core."""
+        engine = self.engine
+        events = engine.dispatch
+        own = self._own_listeners
+        # handle_error listeners (custom disconnect detection, say) live on the dialect.
+        return bool(engine.echo or len(events.before_cursor_execute) > own
+                    or len(events.after_cursor_execute) > own
+                    or len(engine.dialect.dispatch.handle_error) > own
+                    or events.before_execute or events.after_execute)
+
+    def first(self, params: Mapping[str, Any]) -> tuple[Any, ...] | None:
+        """The first row (a plain DBAPI tuple), or None.
+
+        Errors come out as SQLAlchemy's, as ``Engine.connect`` and ``Connection.execute``
+        raise them: a DBAPI error is wrapped (``OperationalError`` and so on), with
+        ``connection_invalidated`` set and the connection dropped from the pool when the
+        driver says the connection is gone. Statement parameters are left out of the
+        error, so session data never reaches a log.
+        """
+        try:
+            connection = self.engine.raw_connection()
+        except self._dbapi_error as exc:  # the pool's connect: not wrapped by SQLAlchemy
+            raise self._wrapped(exc, self.engine.dialect.is_disconnect(exc, None, None)) from exc
+        cursor = None
+        watchdog = self._watchdog
+        try:
+            cursor = connection.cursor()
+            if watchdog is not None:
+                watchdog.arm(id(cursor), connection.dbapi_connection)
+            try:
+                cursor.execute(self.sql, self._bind(params))
+                row = cursor.fetchone()
+            finally:
+                if watchdog is not None:
+                    watchdog.disarm(id(cursor))
+            cursor.close()
+            return None if row is None else tuple(row)
+        except self._dbapi_error as exc:
+            dialect = self.engine.dialect
+            gone = dialect.is_disconnect(exc, connection.dbapi_connection, cursor)
+            if gone:
+                _invalidate_pool(self.engine.pool, connection, exc)
+            raise self._wrapped(exc, gone) from exc
+        finally:
+            connection.close()  # back to the pool (or discarded, if invalidated)
+
+    def _wrapped(self, exc: Exception, gone: bool) -> sa_exc.DBAPIError:
+        return sa_exc.DBAPIError.instance(
+            self.sql, None, exc, self._dbapi_error, hide_parameters=True,
+            connection_invalidated=gone, dialect=self.engine.dialect)
+
+
+def _invalidate_pool(pool: sa.pool.Pool, connection: Any, exc: BaseException) -> None:
+    """What ``Connection.execute`` does on a disconnect: the connection is dropped, and so
+    is every pooled connection made before it (after a database restart they are all
+    dead), each when it is next checked out."""
+    invalidate_generation = getattr(pool, "_invalidate", None)
+    if invalidate_generation is not None:
+        invalidate_generation(connection, exc)
+    else:  # pragma: no cover - a SQLAlchemy without it
+        connection.invalidate(exc)
+
+
+def direct_select(engine: sa.Engine, statement: sa.Select[Any],
+                  watchdog: StatementWatchdog | None = None) -> DirectSelect | None:
+    """A :class:`DirectSelect` when ``engine``'s driver is one this path knows and the
+    engine has no execution options that change how statements run; else None.
+    ``watchdog``: the engine's statement watchdog, armed around the read as its
+    listeners would have."""
+    if engine.dialect.driver not in DIRECT_DRIVERS or engine.get_execution_options():
+        return None
+    return DirectSelect(engine, statement, watchdog)
