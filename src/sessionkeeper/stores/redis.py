@@ -222,10 +222,7 @@ class RedisStore(SessionStore):
     def load(self, key: str, now: float) -> SessionRecord | None:
         try:  # (inline, not _available(): this runs on every request that reads)
             # The client is known not to decode responses (checked at start-up).
-            if self._direct is not None:
-                reply = self._direct("HGETALL", key)
-            else:
-                reply = self.client.hgetall(key)
+            reply = self._command("HGETALL", key)
         except UNAVAILABLE_ERRORS as exc:
             raise StoreUnavailable(self.name, exc) from exc
         if not reply:
@@ -309,10 +306,7 @@ class RedisStore(SessionStore):
 
     def delete(self, key: str) -> None:
         with self._available():
-            if self._direct is not None:
-                self._direct("UNLINK", key)
-            else:
-                self.client.unlink(key)
+            self._command("UNLINK", key)
 
     def keys_for_user(self, user_id: str, now: float) -> list[str]:
         with self._available():
@@ -327,6 +321,13 @@ class RedisStore(SessionStore):
             self._direct.close()
         if self.owns_client:
             self.client.close()
+
+    def _command(self, *args: EncodableT) -> Any:
+        """One command: on the store's own connections, or through the Cluster client,
+        which routes it by its key (HGETALL then answers a dict, not a flat list)."""
+        if self._direct is not None:
+            return self._direct(*args)
+        return self.client.execute_command(*args)
 
     def _run(self, script: Script, keys: list[EncodableT], args: list[EncodableT]) -> Any:
         if self._direct is not None:

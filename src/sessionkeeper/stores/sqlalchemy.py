@@ -45,7 +45,7 @@ from ..errors import ConfigurationError, StoreUnavailable
 from ..serialization import ValueCodec
 from ..settings import Settings, seconds
 from .base import SessionRecord, SessionStore, SessionUpdate
-from .sql_direct import direct_select
+from .sql_direct import DirectSelect, direct_select
 from .sqlite_wal import use_wal
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -258,14 +258,18 @@ class SQLAlchemyStore(SessionStore):
     def reads_directly(self) -> bool:
         """Whether a session read now goes straight to the driver (stores/sql_direct.py):
         False for other drivers, and while the engine has execute listeners or echo."""
-        return self._direct_load is not None and not self._direct_load.watched()
+        return self._direct_read() is not None
+
+    def _direct_read(self) -> DirectSelect | None:
+        direct = self._direct_load
+        return direct if direct is not None and not direct.watched() else None
 
     # -- interface -------------------------------------------------------------------
     @_retry_on_disconnect
     def load(self, key: str, now: float) -> SessionRecord | None:
         with self._translated_errors():
-            direct = self._direct_load
-            if direct is not None and not direct.watched():
+            direct = self._direct_read()
+            if direct is not None:
                 row = direct.first(
                     {"k": _KEY_TYPE.process_bind_param(key, self._dialect), "now": now})
             else:
