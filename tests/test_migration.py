@@ -148,6 +148,13 @@ def redis_prefix(redis_client: redis.Redis) -> Iterator[str]:
         redis_client.delete(*keys)
 
 
+@pytest.fixture
+def fs_redis_config(redis_client: redis.Redis, redis_prefix: str) -> dict[str, Any]:
+    """Flask-Session's Redis configuration, under this test's key prefix."""
+    return {"SESSION_TYPE": "redis", "SESSION_REDIS": redis_client,
+            "SESSION_KEY_PREFIX": redis_prefix}
+
+
 def redis_target(target: str, client: redis.Redis, tmp_path: Path) -> tuple[dict[str, Any],
                                                                            list[str]]:
     """Config of the sessionkeeper app, and the extra migrate arguments it needs."""
@@ -158,14 +165,21 @@ def redis_target(target: str, client: redis.Redis, tmp_path: Path) -> tuple[dict
             "SESSION_SQLITE_PATH": str(tmp_path / "new.sqlite3")}, ["--from", "redis"]
 
 
+def moved_to_sqlite(config: dict[str, Any], client: redis.Redis,
+                    tmp_path: Path) -> tuple[Flask, list[str]]:
+    """The app of ``config`` moved to sessionkeeper's SQLite store, and the migrate
+    arguments that read Flask-Session's records from ``client``."""
+    extra, args = redis_target("sqlite", client, tmp_path)
+    return sessionkeeper_app({**config, **extra}, tmp_path), args
+
+
 @pytest.mark.parametrize("target", ["same store", "sqlite"])
 @pytest.mark.parametrize(("fmt", "signed"), [("msgpack", False), ("json", True)])
 def test_redis_users_stay_logged_in_after_migrate(
-    redis_client: redis.Redis, redis_prefix: str, tmp_path: Path, target: str, fmt: str,
-    signed: bool,
+    redis_client: redis.Redis, redis_prefix: str, tmp_path: Path,
+    fs_redis_config: dict[str, Any], target: str, fmt: str, signed: bool,
 ) -> None:
-    config = {"SESSION_TYPE": "redis", "SESSION_REDIS": redis_client,
-              "SESSION_KEY_PREFIX": redis_prefix, "SESSION_SERIALIZATION_FORMAT": fmt,
+    config = {**fs_redis_config, "SESSION_SERIALIZATION_FORMAT": fmt,
               "SESSION_USE_SIGNER": signed}
     cookie, seen_before = log_in(flask_session_app(config))
     assert ("." in cookie) is signed  # itsdangerous signature when signed
@@ -196,8 +210,7 @@ def test_a_pickled_record_is_skipped_unless_pickle_is_allowed(
     sid = secrets.token_urlsafe(32)
     redis_client.set(redis_prefix + sid, pickle.dumps({"_permanent": True, "user": "bob"}),
                      ex=3600)
-    extra, args = redis_target("sqlite", redis_client, tmp_path)
-    app = sessionkeeper_app({"SESSION_KEY_PREFIX": redis_prefix, **extra}, tmp_path)
+    app, args = moved_to_sqlite({"SESSION_KEY_PREFIX": redis_prefix}, redis_client, tmp_path)
 
     result = run_migrate(app, *args)
     assert count_line(result.output, "skipped, pickled") == 1
@@ -213,13 +226,11 @@ def test_a_pickled_record_is_skipped_unless_pickle_is_allowed(
 
 def test_redis_sessions_can_also_move_when_each_user_comes_back(
     redis_client: redis.Redis, redis_prefix: str, tmp_path: Path,
+    fs_redis_config: dict[str, Any],
 ) -> None:
-    config = {"SESSION_TYPE": "redis", "SESSION_REDIS": redis_client,
-              "SESSION_KEY_PREFIX": redis_prefix}
-    cookie, seen_before = log_in(flask_session_app(config))
+    cookie, seen_before = log_in(flask_session_app(fs_redis_config))
     ttl_before = redis_client.ttl(redis_prefix + cookie)
-    extra, _ = redis_target("sqlite", redis_client, tmp_path)
-    app = sessionkeeper_app({**config, **extra}, tmp_path)
+    app, _ = moved_to_sqlite(fs_redis_config, redis_client, tmp_path)
     migrate_on_first_use(app, "redis")
 
     browser = browser_with(cookie, app)
@@ -233,17 +244,15 @@ def test_redis_sessions_can_also_move_when_each_user_comes_back(
 
 def test_delete_old_removes_copied_records_and_nothing_else(
     redis_client: redis.Redis, redis_prefix: str, tmp_path: Path,
+    fs_redis_config: dict[str, Any],
 ) -> None:
-    config = {"SESSION_TYPE": "redis", "SESSION_REDIS": redis_client,
-              "SESSION_KEY_PREFIX": redis_prefix}
-    cookie, _ = log_in(flask_session_app(config))
+    cookie, _ = log_in(flask_session_app(fs_redis_config))
     pickled_sid = secrets.token_urlsafe(32)
     redis_client.set(redis_prefix + pickled_sid, pickle.dumps({"user": "carol"}), ex=3600)
     # Keys sessionkeeper itself may keep under the same prefix are never touched.
     own_key = redis_prefix + "ab" * 32
     redis_client.set(own_key, b"not Flask-Session's", ex=3600)
-    extra, args = redis_target("sqlite", redis_client, tmp_path)
-    app = sessionkeeper_app({**config, **extra}, tmp_path)
+    app, args = moved_to_sqlite(fs_redis_config, redis_client, tmp_path)
 
     first = run_migrate(app, *args)
     assert count_line(first.output, "other keys under the prefix") == 1
@@ -257,12 +266,9 @@ def test_delete_old_removes_copied_records_and_nothing_else(
 
 
 def test_dry_run_writes_nothing(redis_client: redis.Redis, redis_prefix: str,
-                                tmp_path: Path) -> None:
-    config = {"SESSION_TYPE": "redis", "SESSION_REDIS": redis_client,
-              "SESSION_KEY_PREFIX": redis_prefix}
-    cookie, _ = log_in(flask_session_app(config))
-    extra, args = redis_target("sqlite", redis_client, tmp_path)
-    app = sessionkeeper_app({**config, **extra}, tmp_path)
+                                tmp_path: Path, fs_redis_config: dict[str, Any]) -> None:
+    cookie, _ = log_in(flask_session_app(fs_redis_config))
+    app, args = moved_to_sqlite(fs_redis_config, redis_client, tmp_path)
     result = run_migrate(app, *args, "--dry-run", "--delete-old")
     assert count_line(result.output, "migrated:") == 1
     assert "Dry run" in result.output
@@ -293,17 +299,15 @@ def with_login(app: Flask) -> Flask:
     return app
 
 
-def test_flask_login_users_stay_logged_in(redis_client: redis.Redis, redis_prefix: str,
-                                          tmp_path: Path) -> None:
-    config = {"SESSION_TYPE": "redis", "SESSION_REDIS": redis_client,
-              "SESSION_KEY_PREFIX": redis_prefix}
-    old = with_login(flask_session_app(config)).test_client()
+def test_flask_login_users_stay_logged_in(redis_client: redis.Redis, tmp_path: Path,
+                                          fs_redis_config: dict[str, Any]) -> None:
+    old = with_login(flask_session_app(fs_redis_config)).test_client()
     old.post("/sign-in")
     cookie = old.get_cookie("session")
     assert cookie is not None and old.get("/me").text == "user 7"
 
-    extra, args = redis_target("sqlite", redis_client, tmp_path)
-    app = with_login(sessionkeeper_app({**config, **extra}, tmp_path))
+    app, args = moved_to_sqlite(fs_redis_config, redis_client, tmp_path)
+    with_login(app)
     assert run_migrate(app, *args).exit_code == 0
     assert browser_with(cookie.value, app).get("/me").text == "user 7"
 
@@ -694,8 +698,7 @@ def test_an_unreachable_source_is_a_clear_error_not_a_traceback(tmp_path: Path) 
 
 def test_nothing_to_migrate_says_so(redis_client: redis.Redis, redis_prefix: str,
                                     tmp_path: Path) -> None:
-    extra, args = redis_target("sqlite", redis_client, tmp_path)
-    app = sessionkeeper_app({"SESSION_KEY_PREFIX": redis_prefix, **extra}, tmp_path)
+    app, args = moved_to_sqlite({"SESSION_KEY_PREFIX": redis_prefix}, redis_client, tmp_path)
     result = run_migrate(app, *args)
     assert result.exit_code == 0
     assert "No Flask-Session sessions found there." in result.output
