@@ -36,6 +36,13 @@ class Clock:
         return self.now
 
 
+def clocked(app: Flask) -> Clock:
+    """A clock the test moves by hand, installed as the app's session clock."""
+    clock = Clock()
+    app.extensions["sessionkeeper"].backend.clock = clock
+    return clock
+
+
 def add_views(app: Flask) -> Flask:
     @app.post("/login/<user_id>")
     def login(user_id: str) -> str:
@@ -106,8 +113,7 @@ def test_every_live_session_of_the_user_is_listed_with_its_device(
     make_app: MakeApp, server_config: dict[str, Any],
 ) -> None:
     app = add_views(make_app(server_config))
-    clock = Clock()
-    app.extensions["sessionkeeper"].backend.clock = clock
+    clock = clocked(app)
     laptop = device(app, "alice", LAPTOP)
     clock.now += 60
     phone = device(app, "alice", PHONE)
@@ -160,8 +166,7 @@ def test_expired_sessions_drop_out_of_the_list_and_the_index(
 ) -> None:
     app = add_views(make_app(server_config, PERMANENT_SESSION_LIFETIME=600))
     backend = app.extensions["sessionkeeper"].backend
-    clock = Clock()
-    backend.clock = clock
+    clock = clocked(app)
     device(app, "alice", LAPTOP)
     clock.now += 500
     phone = device(app, "alice", PHONE)
@@ -177,8 +182,7 @@ def test_a_restart_with_an_idle_timeout_drops_sessions_idle_longer_from_the_list
     make_app: MakeApp, server_config: dict[str, Any],
 ) -> None:
     app = add_views(make_app(server_config))
-    clock = Clock()
-    app.extensions["sessionkeeper"].backend.clock = clock
+    clock = clocked(app)
     device(app, "alice", LAPTOP)
     clock.now += 900
     phone = device(app, "alice", PHONE)
@@ -328,8 +332,7 @@ def test_cookie_sessions_list_only_the_current_one(cookie_app: Flask) -> None:
 
 def test_cookie_sessions_report_their_login_time_and_last_visit(make_app: MakeApp) -> None:
     app = add_views(make_app(SESSION_TYPE="cookie", SESSION_REFRESH_FRACTION=0))
-    clock = Clock()
-    app.extensions["sessionkeeper"].backend.clock = clock
+    clock = clocked(app)
     laptop = device(app, "alice", LAPTOP)
     logged_in_at = clock.now
 
