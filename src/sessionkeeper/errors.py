@@ -38,3 +38,15 @@ class SessionTooLarge(SessionKeeperError):
 
 class UnserializableValue(SessionKeeperError, TypeError):
     """A value put in the session has a type the session cannot store."""
+
+
+class UndecodableRecord(SessionKeeperError):
+    """A stored record (or one of its values) can no longer be decoded: damaged, or
+    written in another SESSION_SERIALIZATION_FORMAT. Stores raise it from ``load``;
+    the core treats it like a bad cookie: a log line, the record removed, a fresh session.
+    """
+
+    def __init__(self, store: str, reason: BaseException | str) -> None:
+        self.store = store
+        self.reason = reason
+        super().__init__(f"a record in the {store} store cannot be decoded: {reason}")

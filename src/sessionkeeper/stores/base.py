@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
+from ..errors import UndecodableRecord
 from ..serialization import ValueCodec
 
 T = TypeVar("T")
@@ -73,7 +74,10 @@ class SessionStore(ABC):
 
     @abstractmethod
     def load(self, key: str, now: float) -> SessionRecord | None:
-        """The live record under ``key``, or None when absent or expired at ``now``."""
+        """The live record under ``key``, or None when absent or expired at ``now``.
+
+        Raises :class:`UndecodableRecord` when the stored record cannot be decoded.
+        """
 
     @abstractmethod
     def create(self, key: str, record: SessionRecord) -> None:
@@ -83,9 +87,21 @@ class SessionStore(ABC):
     def update(self, key: str, update: SessionUpdate) -> bool:
         """Apply a delta atomically; False when the record is gone (it is not recreated)."""
 
+    def add(self, key: str, record: SessionRecord) -> bool:
+        """Store ``record`` only if no live record is under ``key``; False when one is.
+
+        Used to claim an id rotation exactly once. Stores override this with an atomic
+        operation; this fallback (a load, then a create) is not atomic.
+        """
+        if self.load(key, record.accessed_at) is not None:
+            return False
+        self.create(key, record)
+        return True
+
     @abstractmethod
-    def touch(self, key: str, accessed_at: float, expires_at: float) -> None:
-        """Extend a record's life without rewriting its data; no-op when it is gone."""
+    def touch(self, key: str, accessed_at: float, expires_at: float) -> bool:
+        """Extend a record's life without rewriting its data; False (and nothing
+        written) when the record is gone."""
 
     @abstractmethod
     def delete(self, key: str) -> None:
@@ -141,7 +157,11 @@ class RecordCodec:
         )
 
     def loads(self, blob: bytes) -> SessionRecord:
-        doc = self._decode(blob)
+        """The record in ``blob``; :class:`UndecodableRecord` when it is not one."""
+        try:
+            doc = self._decode(blob)
+        except (msgspec.DecodeError, ValueError, TypeError) as exc:
+            raise UndecodableRecord("record", exc) from exc
         return SessionRecord(
             values={k: bytes(v) for k, v in doc.v.items()},
             created_at=doc.c,
