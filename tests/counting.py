@@ -51,9 +51,13 @@ class CountingStore(SessionStore):
         self.calls["update"] += 1
         return self.inner.update(key, update)
 
-    def touch(self, key: str, accessed_at: float, expires_at: float) -> None:
+    def add(self, key: str, record: SessionRecord) -> bool:
+        self.calls["add"] += 1
+        return self.inner.add(key, record)
+
+    def touch(self, key: str, accessed_at: float, expires_at: float) -> bool:
         self.calls["touch"] += 1
-        self.inner.touch(key, accessed_at, expires_at)
+        return self.inner.touch(key, accessed_at, expires_at)
 
     def delete(self, key: str) -> None:
         self.calls["delete"] += 1

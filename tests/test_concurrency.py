@@ -46,19 +46,22 @@ def _die_with_test_process() -> None:
 
 
 @contextmanager
-def gunicorn(settings: dict[str, str], log_path: Path) -> Iterator[str]:
-    """Serve the concurrency app on a free loopback port; yields its base URL."""
+def gunicorn(settings: dict[str, str], log_path: Path,
+             app: str = "concurrency_app:app") -> Iterator[str]:
+    """Serve an app of tests/apps on a free loopback port; yields its base URL."""
     require(subprocess.run([sys.executable, "-m", "gunicorn", "--version"],
                            capture_output=True).returncode == 0, "gunicorn")
     env = {k: v for k, v in os.environ.items() if not k.startswith("SESSION_")}
-    env.update(settings, SECRET_KEY=secrets.token_hex(16), PYTHONUNBUFFERED="1")
+    env.update(settings, SECRET_KEY=secrets.token_hex(16), PYTHONUNBUFFERED="1",
+               PYTHONPATH=os.pathsep.join(filter(None, [str(APP_DIR.parents[1]),
+                                                         env.get("PYTHONPATH")])))
     with log_path.open("wb") as log:
         server = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "--chdir", str(APP_DIR), "-w", str(WORKERS),
              "-k", "gthread", "--threads", str(THREADS), "--worker-connections", str(THREADS),
              # No keep-alive: a finished request's connection must not hold a slot.
              "--keep-alive", "0",
-             "-b", "127.0.0.1:0", "--timeout", "30", "concurrency_app:app"],
+             "-b", "127.0.0.1:0", "--timeout", "30", app],
             env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             preexec_fn=_die_with_test_process,  # one libc call, see above
         )

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from .backend import SessionBackend
+from .breaker import CircuitBreaker, GuardedStore
 from .client_side import CookieSessions
 from .errors import ConfigurationError, StoreUnavailable
 from .ids import SessionIds
@@ -127,6 +128,8 @@ def build_backend(settings: Settings, session_class: type[Session] = Session) ->
                               revocations=build_revocations(settings, policy))
     codec = ValueCodec(settings.serialization_format)  # type: ignore[arg-type]
     store = build_store(settings, codec)
+    if settings.breaker_open:
+        store = GuardedStore(store, CircuitBreaker(store.name, settings.breaker_open))
     log_salt = (hashlib.sha256(b"sessionkeeper-log:" + ring.current).digest()
                 if ring else None)
     return ServerSideSessions(
@@ -134,4 +137,5 @@ def build_backend(settings: Settings, session_class: type[Session] = Session) ->
         signer=IdSigner(ring) if (settings.use_signer and ring) else None,
         key_prefix=settings.key_prefix, permanent=settings.permanent,
         log_salt=log_salt, session_class=session_class,
+        rotation_grace=settings.rotation_grace,
     )

@@ -53,6 +53,9 @@ class LoadedState:
     #: (both checked against revocations; server sessions are revoked by deletion)
     bound_at: float | None = None
     handle: str | None = None
+    #: server sessions: the request carried this id, rotated to a new one moments ago
+    #: (SESSION_ROTATION_GRACE); its response must leave the browser's new cookie alone
+    rotated_from: str | None = None
 
 
 @dataclass

@@ -8,12 +8,17 @@ from collections.abc import Callable
 
 from . import signals
 from .backend import DELETE_COOKIE, CookieUpdate, LogIds, TokenSource, logger, resolve_token
+from .errors import UndecodableRecord
+from .forwarding import forward_key, forward_record, forwarded_sid
 from .ids import SessionIds, storage_key
-from .model import LoadedState, Session
+from .model import LoadedState, Session, SessionChanges
 from .policy import ExpiryPolicy
 from .serialization import ValueCodec
 from .signing import IdSigner
 from .stores.base import SessionRecord, SessionStore, SessionUpdate
+
+#: SESSION_ROTATION_GRACE's default: long enough for a slow upload or XHR in flight
+DEFAULT_ROTATION_GRACE = 30.0
 
 
 class ServerSideSessions:
@@ -37,6 +42,7 @@ class ServerSideSessions:
         log_salt: bytes | None = None,
         session_class: type[Session] = Session,
         clock: Callable[[], float] = time.time,
+        rotation_grace: float = DEFAULT_ROTATION_GRACE,
     ) -> None:
         self.store = store
         self.policy = policy
@@ -48,6 +54,8 @@ class ServerSideSessions:
         self.log_id = LogIds(log_salt or secrets.token_bytes(16))
         self.session_class = session_class
         self.clock = clock
+        #: seconds an id rotated by a login keeps pointing at the new session
+        self.rotation_grace = rotation_grace
         #: called with a well-formed id the store does not know, before it is reported
         #: unknown; it may create the record (migrate_on_first_use moves a Flask-Session
         #: one there), which is then loaded. Costs nothing for ids the store knows.
@@ -86,18 +94,27 @@ class ServerSideSessions:
     def load(self, token: str | None) -> LoadedState:
         now = self.clock()
         sid = self.sid_from_token(token) if token else None
+        rotated_from = None
         if sid is not None:
             # Asking for records up to one window past their expiry lets a timed-out
             # session be reported (session_expired) and removed, not just look unknown;
             # stores that expire records themselves have dropped those already.
-            record = self.store.load(self.key(sid), now - self.policy.window)
+            record = self._load_record(sid, now - self.policy.window)
             if record is None and self.adopt_unknown is not None:
                 self.adopt_unknown(sid)
-                record = self.store.load(self.key(sid), now - self.policy.window)
+                record = self._load_record(sid, now - self.policy.window)
             if record is None:
-                logger.info("session %s unknown or expired; starting a fresh one", self.log_id(sid))
-                signals.session_rejected.send(self, reason="unknown or expired",
-                                              log_id=self.log_id(sid))
+                if self._forward_target(sid, now) is not None:
+                    # Sent before the browser saw its new cookie: answer without a
+                    # session, and never touch that new cookie (see _save_rotated).
+                    logger.info("session %s was rotated moments ago; answering without it",
+                                self.log_id(sid))
+                    rotated_from = sid
+                else:
+                    logger.info("session %s unknown or expired; starting a fresh one",
+                                self.log_id(sid))
+                    signals.session_rejected.send(self, reason="unknown or expired",
+                                                  log_id=self.log_id(sid))
             elif self.policy.is_expired(record.created_at, record.expires_at, now,
                                         accessed_at=record.accessed_at):
                 logger.info("session %s timed out; starting a fresh one", self.log_id(sid))
@@ -114,8 +131,32 @@ class ServerSideSessions:
         return LoadedState(
             sid=None, new=True, permanent=self.permanent, created_at=now,
             accessed_at=now, expires_at=self.policy.expires_at(now, now),
-            had_cookie=bool(token),
+            had_cookie=bool(token), rotated_from=rotated_from,
         )
+
+    def _load_record(self, sid: str, now: float) -> SessionRecord | None:
+        """The stored record of ``sid``; one that no longer decodes is removed and
+        treated like a bad cookie."""
+        key = self.key(sid)
+        try:
+            return self.store.load(key, now)
+        except UndecodableRecord as exc:
+            logger.info("session %s cannot be decoded (%s); removed, starting a fresh one",
+                        self.log_id(sid), exc.reason)
+            signals.session_rejected.send(self, reason="undecodable record",
+                                          log_id=self.log_id(sid))
+            self.store.delete(key)
+            return None
+
+    def _forward_target(self, old_sid: str, now: float) -> str | None:
+        """The id ``old_sid`` was rotated to less than SESSION_ROTATION_GRACE ago."""
+        if not self.rotation_grace:
+            return None
+        try:
+            record = self.store.load(forward_key(self.key_prefix, old_sid), now)
+        except UndecodableRecord:
+            return None
+        return None if record is None else forwarded_sid(self.codec, old_sid, record)
 
     # -- save ----------------------------------------------------------------------
     def save(self, session: Session) -> CookieUpdate | None:
@@ -123,56 +164,157 @@ class ServerSideSessions:
             return None  # the request never touched the session: no store I/O at all
         state = session.state
         now = self.clock()
+        if state.rotated_from is not None:
+            return self._save_rotated(session, state, state.rotated_from, now)
         if session.destroyed or (session.empty and (session.modified or session.cleared)):
             return self._destroy(session, state, now)
         if session.empty:
             # Nothing to keep. A bad or stale cookie is cleared so it is not sent again.
             return DELETE_COOKIE if state.had_cookie else None
-        if state.new or session.regenerate_requested:
+        if state.new:
             return self._create(session, state, now)
+        sid: str = state.sid  # type: ignore[assignment]
+        if session.regenerate_requested:
+            return self._rotate(session, state, sid, now)
         changes = session.changes()
         if changes or session.meta_changed:
             expires_at = self.policy.expires_at(state.created_at, now)
-            applied = self.store.update(self.key(state.sid), SessionUpdate(  # type: ignore[arg-type]
-                set_values=changes.set_values, deleted_keys=changes.deleted_keys,
-                replace=changes.replace, accessed_at=now, expires_at=expires_at,
-                permanent=state.permanent, user_id=state.user_id,
-                user_id_changed=session.user_changed,
-            ))
-            if not applied:
-                # Destroyed by a concurrent request (a logout): never resurrect it.
-                logger.info("session %s was destroyed concurrently; change dropped",
-                            self.log_id(state.sid))
-                return DELETE_COOKIE
-            session.mark_saved()
-            return self._cookie(state.sid, state.permanent, expires_at, now)  # type: ignore[arg-type]
+            update = self._update(session, changes, now, expires_at)
+            if self.store.update(self.key(sid), update):
+                session.mark_saved()
+                return self._cookie(sid, state.permanent, expires_at, now)
+            new_sid = self._forward_target(sid, now)
+            if new_sid is not None:
+                # A login rotated the id while this request ran: its changes belong to
+                # the new session, and the login's response carries the new cookie.
+                if self.store.update(self.key(new_sid), update):
+                    logger.info("session %s was rotated while a request ran; its changes "
+                                "were saved under the new id", self.log_id(sid))
+                session.mark_saved()
+                return None
+            # Destroyed by a concurrent request (a logout): never resurrect it.
+            logger.info("session %s was destroyed concurrently; change dropped",
+                        self.log_id(sid))
+            return DELETE_COOKIE
         if self.policy.should_refresh(state.created_at, state.accessed_at, now):
             expires_at = self.policy.expires_at(state.created_at, now)
-            self.store.touch(self.key(state.sid), now, expires_at)  # type: ignore[arg-type]
-            return self._cookie(state.sid, state.permanent, expires_at, now)  # type: ignore[arg-type]
+            if self.store.touch(self.key(sid), now, expires_at) is False:
+                return None  # rotated or ended meanwhile: never re-send a dead id
+            return self._cookie(sid, state.permanent, expires_at, now)
         return None
 
-    def _create(self, session: Session, state: LoadedState, now: float) -> CookieUpdate:
-        old_sid = state.sid
+    def _update(self, session: Session, changes: SessionChanges, now: float,
+                expires_at: float) -> SessionUpdate:
+        state = session.state
+        return SessionUpdate(
+            set_values=changes.set_values, deleted_keys=changes.deleted_keys,
+            replace=changes.replace, accessed_at=now, expires_at=expires_at,
+            permanent=state.permanent, user_id=state.user_id,
+            user_id_changed=session.user_changed,
+        )
+
+    def _create(self, session: Session, state: LoadedState, now: float,
+                values: dict[str, bytes] | None = None) -> CookieUpdate:
+        """A new record under a new id: a first save, or a new start after a logout."""
         sid = self.ids.new()
         created_at = now if state.new else state.created_at
         expires_at = self.policy.expires_at(created_at, now)
         self.store.create(self.key(sid), SessionRecord(
-            values=session.encoded_values(), created_at=created_at, accessed_at=now,
+            values=session.encoded_values() if values is None else values,
+            created_at=created_at, accessed_at=now, expires_at=expires_at,
+            permanent=state.permanent, user_id=state.user_id,
+        ))
+        if state.sid is None:
+            signals.session_created.send(self, log_id=self.log_id(sid), user_id=state.user_id)
+        self._saved_as(session, state, sid, created_at, now, expires_at)
+        return self._cookie(sid, state.permanent, expires_at, now)
+
+    def _rotate(self, session: Session, state: LoadedState, old_sid: str,
+                now: float) -> CookieUpdate | None:
+        """A login or ``regenerate()``: the data moves to a new id, the old id stops
+        working (session fixation), and requests still carrying it are not hurt."""
+        fresh = self._load_record(old_sid, now)
+        if fresh is None:
+            # Rotated (a double-submitted login) or ended by a concurrent request.
+            joined = self._join_rotation(session, state, old_sid, now)
+            if joined is not None:
+                return joined
+            state.sid, state.new = None, True
+            return self._create(session, state, now)
+        # Start from what is stored now, so a write that landed after this request
+        # loaded the session is kept.
+        values = self._update(session, session.changes(), now, now).apply_to(fresh.values)
+        sid = self.ids.new()
+        new_key = self.key(sid)
+        expires_at = self.policy.expires_at(state.created_at, now)
+        self.store.create(new_key, SessionRecord(
+            values=values, created_at=state.created_at, accessed_at=now,
             expires_at=expires_at, permanent=state.permanent, user_id=state.user_id,
         ))
-        if old_sid is not None:
-            # Regeneration: the old id must stop working at once (session fixation).
-            self.store.delete(self.key(old_sid))
-            signals.session_regenerated.send(self, log_id=self.log_id(sid),
-                                             old_log_id=self.log_id(old_sid),
-                                             user_id=state.user_id)
-        else:
-            signals.session_created.send(self, log_id=self.log_id(sid), user_id=state.user_id)
+        if self.rotation_grace and not self.store.add(
+                forward_key(self.key_prefix, old_sid),
+                forward_record(self.codec, old_sid, sid, now, self.rotation_grace)):
+            # A concurrent request rotated this id first: join its new session rather
+            # than leave a second one behind in the user's list.
+            joined = self._join_rotation(session, state, old_sid, now)
+            if joined is not None:
+                self.store.delete(new_key)
+                return joined
+        self.store.delete(self.key(old_sid))
+        signals.session_regenerated.send(self, log_id=self.log_id(sid),
+                                         old_log_id=self.log_id(old_sid),
+                                         user_id=state.user_id)
+        self._saved_as(session, state, sid, state.created_at, now, expires_at)
+        return self._cookie(sid, state.permanent, expires_at, now)
+
+    def _join_rotation(self, session: Session, state: LoadedState, old_sid: str,
+                       now: float) -> CookieUpdate | None:
+        """Save this request's changes into the session ``old_sid`` was rotated to, if
+        that one belongs to the same user (None otherwise)."""
+        new_sid = self._forward_target(old_sid, now)
+        record = self._load_record(new_sid, now) if new_sid is not None else None
+        if new_sid is None or record is None or record.user_id != state.user_id:
+            return None
+        expires_at = self.policy.expires_at(record.created_at, now)
+        update = self._update(session, session.changes(), now, expires_at)
+        update.user_id_changed = False
+        if not self.store.update(self.key(new_sid), update):
+            return None
+        logger.info("session %s was already rotated by a concurrent request; joined it",
+                    self.log_id(old_sid))
+        self._saved_as(session, state, new_sid, record.created_at, now, expires_at)
+        return self._cookie(new_sid, state.permanent, expires_at, now)
+
+    def _save_rotated(self, session: Session, state: LoadedState, old_sid: str,
+                      now: float) -> CookieUpdate | None:
+        """A request that arrived with an id rotated moments ago. It never clears or
+        replaces the browser's new cookie; only a login of the same user joins the new
+        session, and a logout ends it."""
+        if session.destroyed:
+            self._end_forwarded(old_sid, now)
+            return None if session.empty else self._create(session, state, now)
+        if session.empty:
+            return None
+        if session.regenerate_requested and state.user_id is not None:
+            joined = self._join_rotation(session, state, old_sid, now)
+            return joined if joined is not None else self._create(session, state, now)
+        logger.info("session %s was rotated moments ago; this request's changes are "
+                    "dropped", self.log_id(old_sid))
+        return None
+
+    def _end_forwarded(self, old_sid: str, now: float) -> None:
+        """A logout sent with an id rotated moments ago ends the session it went to."""
+        new_sid = self._forward_target(old_sid, now)
+        if new_sid is not None:
+            self.store.delete(self.key(new_sid))
+            self.store.delete(forward_key(self.key_prefix, old_sid))
+            signals.session_destroyed.send(self, log_id=self.log_id(new_sid), user_id=None)
+
+    def _saved_as(self, session: Session, state: LoadedState, sid: str, created_at: float,
+                  now: float, expires_at: float) -> None:
         state.sid, state.new, state.created_at = sid, False, created_at
         state.accessed_at, state.expires_at = now, expires_at
         session.mark_saved()
-        return self._cookie(sid, state.permanent, expires_at, now)
 
     def _destroy(self, session: Session, state: LoadedState, now: float) -> CookieUpdate | None:
         if state.sid is not None and not state.new:

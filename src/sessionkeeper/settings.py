@@ -51,6 +51,14 @@ def _keep_expired(config: Mapping[str, Any]) -> float:
     return seconds(value, "SESSION_KEEP_EXPIRED")
 
 
+def _seconds_or_zero(config: Mapping[str, Any], name: str, default: float) -> float:
+    """A duration where 0 turns the feature off."""
+    value = config.get(name, default)
+    if value is None or value == 0:
+        return 0.0
+    return seconds(value, name)
+
+
 def _optional_seconds(config: Mapping[str, Any], name: str) -> float | None:
     value = config.get(name)
     return None if value is None else seconds(value, name)
@@ -134,6 +142,10 @@ class Settings:
     #: seconds a store with its own expiry (Redis, memcached) keeps a record past it, so
     #: that a returning user's session is reported as expired rather than unknown
     keep_expired: float = 0.0
+    #: seconds an id rotated by a login keeps pointing at the new session (0: none)
+    rotation_grace: float = 30.0
+    #: seconds session operations fail fast after a store timed out (0: no breaker)
+    breaker_open: float = 5.0
     #: the whole mapping, for store-specific keys (SESSION_REDIS, SESSION_FILE_DIR, ...)
     config: Mapping[str, Any] = field(default_factory=dict)
 
@@ -190,6 +202,8 @@ class Settings:
             header_name=_header_name(config),
             revocation_store=_revocation_store(config),
             keep_expired=_keep_expired(config),
+            rotation_grace=_seconds_or_zero(config, "SESSION_ROTATION_GRACE", 30.0),
+            breaker_open=_seconds_or_zero(config, "SESSION_BREAKER_SECONDS", 5.0),
             config=config,
         )
         settings.require_secret_where_needed()

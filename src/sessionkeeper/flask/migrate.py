@@ -26,6 +26,7 @@ from flask import Flask, current_app
 from flask.cli import with_appcontext
 
 from ..backend import logger
+from ..breaker import unguarded
 from ..errors import ConfigurationError, StoreUnavailable
 from ..legacy import (
     DELETABLE,
@@ -159,7 +160,7 @@ def _memcached_calls(config: Mapping[str, Any], backend: ServerSideSessions,
     from ..settings import seconds
     from ..stores.memcached import DEFAULT_TIMEOUT, MemcachedStore, client_from_setting
 
-    store = backend.store
+    store = unguarded(backend.store)
     if not isinstance(store, MemcachedStore):
         timeout = seconds(config.get("SESSION_MEMCACHED_TIMEOUT", DEFAULT_TIMEOUT),
                           "SESSION_MEMCACHED_TIMEOUT")

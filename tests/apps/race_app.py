@@ -1,0 +1,89 @@
+"""An app for the races a browser causes around a login, under a real server.
+
+Configured like the demo, from SESSION_* environment variables (any store), plus
+``SECRET_KEY``. Each view can ``linger`` after reading the session, to hold a request in
+flight while another one of the same browser runs.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from flask import Flask, jsonify, request, session
+from flask.typing import ResponseReturnValue
+
+from demo.config import config_from_env
+from sessionkeeper.flask import Session, user_sessions
+
+app = Flask(__name__)
+app.config.update(config_from_env(os.environ))
+for name in ("SESSION_ROTATION_GRACE", "SESSION_REFRESH_FRACTION"):
+    if os.environ.get(name):
+        app.config[name] = float(os.environ[name])
+app.config["SECRET_KEY"] = os.environ["SECRET_KEY"]
+Session(app)
+
+
+def _linger() -> None:
+    time.sleep(float(request.args.get("linger", "0")))
+
+
+@app.get("/health")
+def health() -> str:
+    return "ok"
+
+
+@app.post("/start")
+def start() -> str:
+    session["started"] = True
+    return "started"
+
+
+@app.post("/cart/<item>")
+def add_to_cart(item: str) -> ResponseReturnValue:
+    cart = session.get("cart", [])  # loads the session, then lingers with it
+    _linger()
+    session["cart"] = [*cart, item]
+    return "added"
+
+
+@app.get("/read")
+def read() -> ResponseReturnValue:
+    seen = session.get("username")
+    _linger()
+    return jsonify(seen)
+
+
+@app.post("/login/<user>")
+def login(user: str) -> ResponseReturnValue:
+    session.get("started")  # the form's view reads the session before checking
+    _linger()
+    session.login(user)
+    session["username"] = user
+    return "welcome"
+
+
+@app.post("/regenerate")
+def regenerate() -> ResponseReturnValue:
+    session.get("started")
+    _linger()
+    session.regenerate()
+    return "regenerated"
+
+
+@app.post("/logout")
+def logout() -> str:
+    session.logout()
+    return "bye"
+
+
+@app.get("/me")
+def me() -> ResponseReturnValue:
+    return jsonify({"username": session.get("username"), "cart": session.get("cart", []),
+                     "user": session.user_id})
+
+
+@app.get("/devices/<user>")
+def devices(user: str) -> ResponseReturnValue:
+    return jsonify(len(user_sessions.list(user)))
