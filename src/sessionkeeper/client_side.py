@@ -192,6 +192,8 @@ class CookieSessions:
         if not changed and not self.policy.should_refresh(state.created_at,
                                                           state.accessed_at, now):
             return None
+        if self._revoked_meanwhile(session, state, now):
+            return None
         payload = session.plain_values()
         if state.permanent:
             payload[PERMANENT_KEY] = True
@@ -221,6 +223,18 @@ class CookieSessions:
         state.new = False
         max_age = self.policy.cookie_max_age(self.policy.expires_at(state.created_at, now), now)
         return CookieUpdate(value, max_age if state.permanent else None)
+
+    def _revoked_meanwhile(self, session: Session, state: LoadedState, now: float) -> bool:
+        """True when the binding this request would re-issue was revoked while it ran
+        ("sign out the other devices" from this very device, say): re-issuing it would
+        replace the cookie that revocation just sent, and sign this device out."""
+        if (state.user_id is None or state.new or session.user_changed
+                or session.regenerate_requested or self.revocations is None):
+            return False
+        if not self.revocations.is_revoked(state.user_id, state.bound_at, state.handle, now):
+            return False
+        logger.info("session cookie revoked while the request ran; not re-issued")
+        return True
 
     def _rebind(self, session: Session, state: LoadedState, now: float) -> None:
         """A login, logout or regeneration: the cookie of the old binding stops working

@@ -87,3 +87,9 @@ def me() -> ResponseReturnValue:
 @app.get("/devices/<user>")
 def devices(user: str) -> ResponseReturnValue:
     return jsonify(len(user_sessions.list(user)))
+
+
+@app.post("/sign-out-others")
+def sign_out_others() -> ResponseReturnValue:
+    user_sessions.revoke_others()
+    return "signed out the other devices"

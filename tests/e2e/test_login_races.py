@@ -176,3 +176,23 @@ def test_without_a_grace_window_the_old_id_dies_at_once(tmp_path: Path) -> None:
         # Unknown at once: the stale cookie is cleared like any unknown one.
         assert stale.send("POST", "/cart/x").status_code == 200
         assert browser.me()["user"] == "fay"
+
+
+def test_signing_out_the_other_devices_keeps_this_one_despite_a_request_in_flight(
+        tmp_path: Path) -> None:
+    """Cookie sessions: the slower response of the device that signed the others out
+    must not re-issue the binding that was just revoked."""
+    with gunicorn({"SESSION_TYPE": "cookie", "SESSION_SQLITE_PATH": str(tmp_path / "r.db"),
+                   "SESSION_REFRESH_FRACTION": "0"},
+                  tmp_path / "g.log", "race_app:app") as url:
+        this, other = Browser(url), Browser(url)
+        for device in (this, other):
+            device.arrive(device.send("POST", "/login/gus"))
+        with ThreadPoolExecutor(1) as pool:
+            cart = this.in_flight(pool, "POST", "/cart/cap", linger=LINGER)
+            this.arrive(this.send("POST", "/sign-out-others"))
+            slow = cart.result(TIMEOUT)
+            this.arrive(slow)
+        assert slow.status_code == 200 and session_set_cookie(slow) is None
+        assert this.me()["user"] == "gus"
+        assert other.me()["user"] is None
