@@ -47,7 +47,7 @@ def _die_with_test_process() -> None:
 
 @contextmanager
 def gunicorn(settings: dict[str, str], log_path: Path,
-             app: str = "concurrency_app:app") -> Iterator[str]:
+             app: str = "concurrency_app:app", workers: int = WORKERS) -> Iterator[str]:
     """Serve an app of tests/apps on a free loopback port; yields its base URL."""
     require(subprocess.run([sys.executable, "-m", "gunicorn", "--version"],
                            capture_output=True).returncode == 0, "gunicorn")
@@ -57,7 +57,7 @@ def gunicorn(settings: dict[str, str], log_path: Path,
                                                          env.get("PYTHONPATH")])))
     with log_path.open("wb") as log:
         server = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "--chdir", str(APP_DIR), "-w", str(WORKERS),
+            [sys.executable, "-m", "gunicorn", "--chdir", str(APP_DIR), "-w", str(workers),
              "-k", "gthread", "--threads", str(THREADS), "--worker-connections", str(THREADS),
              # No keep-alive: a finished request's connection must not hold a slot.
              "--keep-alive", "0",

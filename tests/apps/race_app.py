@@ -12,17 +12,29 @@ import time
 
 from flask import Flask, jsonify, request, session
 from flask.typing import ResponseReturnValue
+from flask_login import LoginManager, UserMixin, login_user
 
 from demo.config import config_from_env
 from sessionkeeper.flask import Session, user_sessions
 
 app = Flask(__name__)
 app.config.update(config_from_env(os.environ))
-for name in ("SESSION_ROTATION_GRACE", "SESSION_REFRESH_FRACTION"):
+for name in ("SESSION_ROTATION_GRACE", "SESSION_REFRESH_FRACTION", "SESSION_BREAKER_SECONDS"):
     if os.environ.get(name):
         app.config[name] = float(os.environ[name])
 app.config["SECRET_KEY"] = os.environ["SECRET_KEY"]
 Session(app)
+login_manager = LoginManager(app)
+
+
+class User(UserMixin):
+    def __init__(self, name: str) -> None:
+        self.id = name
+
+
+@login_manager.user_loader
+def load_user(name: str) -> User:
+    return User(name)
 
 
 def _linger() -> None:
@@ -93,3 +105,17 @@ def devices(user: str) -> ResponseReturnValue:
 def sign_out_others() -> ResponseReturnValue:
     user_sessions.revoke_others()
     return "signed out the other devices"
+
+
+@app.post("/flask-login/<user>")
+def flask_login_view(user: str) -> ResponseReturnValue:
+    session.get("started")
+    _linger()
+    login_user(User(user))
+    session["username"] = user
+    return "welcome"
+
+
+@app.get("/pid")
+def pid() -> str:
+    return str(os.getpid())

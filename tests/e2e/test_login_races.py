@@ -106,6 +106,17 @@ def test_a_write_in_flight_during_login_lands_in_the_new_session(browser: Browse
     assert browser.me() == {"username": "ann", "cart": ["book"], "user": "ann"}
 
 
+def test_a_write_in_flight_during_flask_login_lands_in_the_new_session(
+        browser: Browser) -> None:
+    with ThreadPoolExecutor(1) as pool:
+        cart = browser.in_flight(pool, "POST", "/cart/kit", linger=LINGER)
+        browser.arrive(browser.send("POST", "/flask-login/flo"))
+        slow = cart.result(TIMEOUT)
+        browser.arrive(slow)
+    assert session_set_cookie(slow) is None
+    assert browser.me() == {"username": "flo", "cart": ["kit"], "user": "flo"}
+
+
 def test_a_read_due_a_refresh_does_not_resend_the_rotated_id(browser: Browser) -> None:
     _, read = _login_during(browser, "GET", "/read", "bob")
     assert read.status_code == 200

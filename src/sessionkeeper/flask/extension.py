@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from flask import Flask, current_app, has_request_context
 from flask.sessions import SessionMixin
@@ -54,6 +55,27 @@ def store_unavailable(error: StoreUnavailable) -> tuple[str, int]:
             "please try again shortly.</p>", 503)
 
 
+def _answer_outages_from_after_request_hooks(app: Flask) -> None:
+    """A store outage met by an ``after_request`` hook gets the same answer as one met
+    by a view (the app's StoreUnavailable handler, else 503), not Flask's 500.
+
+    Flask hands exceptions from those hooks to 500 handlers only, and they are common:
+    Flask-Login's remember-cookie hook reads the session after every request.
+    """
+    if getattr(app.process_response, "answers_store_outages", False):
+        return  # Session(app) called twice
+    process_response = app.process_response
+
+    def answering_outages(response: Any) -> Any:
+        try:
+            return process_response(response)
+        except StoreUnavailable as error:
+            return app.make_response(app.handle_user_exception(error))
+
+    answering_outages.answers_store_outages = True  # type: ignore[attr-defined]
+    app.process_response = answering_outages  # type: ignore[method-assign]
+
+
 class Session:
     """``Session(app)`` or ``Session().init_app(app)``, configured by ``app.config``."""
 
@@ -76,6 +98,7 @@ class Session:
         handlers = app.error_handler_spec.get(None, {}).get(None, {})
         if StoreUnavailable not in handlers:  # keep a handler the app registered first
             app.register_error_handler(StoreUnavailable, store_unavailable)
+        _answer_outages_from_after_request_hooks(app)
         if "sessions" not in app.cli.commands:
             app.cli.add_command(sessions_cli)
         connect_flask_login(app)
