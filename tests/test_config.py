@@ -458,11 +458,17 @@ def test_unknown_session_type_lists_the_valid_ones(tmp_path: Path, name: object)
     message = str(caught.value)
     assert "SESSION_TYPE" in message
     for valid in ("sqlite", "filesystem", "memory", "redis", "memcached", "mongodb",
-                  "sqlalchemy", "cookie"):
+                  "sqlalchemy", "cachelib", "dynamodb", "cookie"):
         assert valid in message
 
 
-@pytest.mark.parametrize("name", ["null", "cachelib", "dynamodb"])
+def test_configuration_errors_are_value_errors_as_in_flask_session(tmp_path: Path) -> None:
+    app = bare_app(tmp_path, SESSION_TYPE="no-such-store")
+    with pytest.raises(ValueError, match="SESSION_TYPE"):
+        Session(app)
+
+
+@pytest.mark.parametrize("name", ["null"])
 def test_flask_session_types_not_offered_say_what_to_use_instead(
     tmp_path: Path, name: str
 ) -> None:

@@ -7,8 +7,11 @@ class SessionKeeperError(Exception):
     """Base class of every error sessionkeeper raises on purpose."""
 
 
-class ConfigurationError(SessionKeeperError):
-    """The app is configured in a way that cannot work; the message says what to set."""
+class ConfigurationError(SessionKeeperError, ValueError):
+    """The app is configured in a way that cannot work; the message says what to set.
+
+    A ``ValueError``, as Flask-Session's own configuration errors are, so an
+    ``except ValueError`` around start-up keeps working."""
 
 
 class StoreUnavailable(SessionKeeperError):

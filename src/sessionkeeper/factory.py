@@ -34,6 +34,8 @@ STORE_FACTORIES: dict[str, str] = {
     "memcached": "sessionkeeper.stores.memcached:store_from_settings",
     "mongodb": "sessionkeeper.stores.mongodb:store_from_settings",
     "sqlalchemy": "sessionkeeper.stores.sqlalchemy:store_from_settings",
+    "cachelib": "sessionkeeper.stores.cachelib:store_from_settings",
+    "dynamodb": "sessionkeeper.stores.dynamodb:store_from_settings",
 }
 
 

@@ -17,12 +17,11 @@ from .errors import ConfigurationError
 
 DEFAULT_LIFETIME = 31 * 24 * 3600  # Flask's PERMANENT_SESSION_LIFETIME default: 31 days
 
-SERVER_TYPES = ("sqlite", "filesystem", "memory", "redis", "memcached", "mongodb", "sqlalchemy")
+SERVER_TYPES = ("sqlite", "filesystem", "memory", "redis", "memcached", "mongodb", "sqlalchemy",
+                "cachelib", "dynamodb")
 SESSION_TYPES = (*SERVER_TYPES, "cookie")
 _NOT_OFFERED = {
     "null": "remove SESSION_TYPE (the embedded sqlite store) or use 'cookie'",
-    "cachelib": "use 'filesystem' (atomic files, no 500-entry eviction) or 'sqlite'",
-    "dynamodb": "use 'redis', 'sqlalchemy' or 'mongodb'",
 }
 _SECRET_HINT = (
     "set app.config['SECRET_KEY'] to a long random value, e.g. the output of "
