@@ -37,9 +37,13 @@ BOUNDED = settings(
 BASE64URL = string.ascii_letters + string.digits + "-_"
 #: characters a cookie value could be garbled with (separators and the encryption mark too)
 GARBLE = BASE64URL + ".~!*%$ "
-#: what a raw Cookie header can carry: latin-1 without control characters
+#: characters werkzeug releases have read differently (spaces inside a value, quotes,
+#: escapes, whitespace that str.strip() removes but the cookie grammar keeps)
+TRICKY = ' \t\x0b\x0c\x1c\x1f\x85\xa0"\\;=,'
+#: what a raw Cookie header can carry: latin-1 but line breaks, tricky characters often
 HEADER_TEXT = st.text(
-    alphabet=st.characters(min_codepoint=0x20, max_codepoint=0xFF, exclude_characters="\x7f"),
+    alphabet=st.one_of(st.sampled_from(TRICKY),
+                       st.characters(max_codepoint=0xFF, exclude_characters="\r\n")),
     max_size=300,
 )
 
@@ -73,8 +77,10 @@ class BadCookieLab:
         assert body["session"] == {}
         for header in response.headers.getlist("Set-Cookie"):
             assert header.startswith("session=;") and "Max-Age=0" in header, header
-        if body["seen"]:
-            assert self.rejection_logged(), [r.getMessage() for r in self.caplog.records]
+        # The session layer reads the very cookie the app sees in request.cookies: it
+        # rejects (and logs) exactly the cookies the app received.
+        logged = [r.getMessage() for r in self.caplog.records]
+        assert self.rejection_logged() == bool(body["seen"]), (body["seen"], logged)
 
 
 def add_views(app: Flask) -> Flask:
@@ -184,8 +190,8 @@ def test_mangled_real_cookie_gives_a_fresh_session(lab: BadCookieLab, data: st.D
                                                    ) -> None:
     value = data.draw(mangled(lab.valid_cookie), label="mangled cookie")
     response = lab.send(value)
+    # Logged whenever the app received it (werkzeug 3.1.9 drops a value with a space).
     lab.assert_fresh_session(response)
-    assert lab.rejection_logged()
 
 
 def oversized(valid: str) -> st.SearchStrategy[str]:
@@ -241,6 +247,14 @@ def test_bad_cookie_on_a_view_without_session_does_nothing(lab: BadCookieLab,
 
 
 # -- single cases ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", [
+    "ab c", "\x85", "\x0bvalue\x1c", "\xa0abc\x85", "a b; other=1", 'a"b', "a\\b", " \t",
+])
+def test_values_werkzeug_releases_read_differently_give_a_fresh_session(
+        lab: BadCookieLab, value: str) -> None:
+    lab.assert_fresh_session(lab.send(value))
 
 
 def test_expired_cookie_gives_a_fresh_session(lab: BadCookieLab) -> None:
