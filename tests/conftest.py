@@ -30,9 +30,11 @@ from sessionkeeper.stores.base import SessionStore
 PROVIDER_DIR = Path(__file__).parent / "providers"
 STORE_KINDS = sorted(p.stem for p in PROVIDER_DIR.glob("*.py") if not p.stem.startswith("_"))
 #: client-side app kinds: the session is the cookie, signed or also encrypted
+#: (permanent, like the server stores' default, so the shared suites see one behaviour)
 COOKIE_KINDS: dict[str, dict[str, Any]] = {
-    "cookie": {"SESSION_TYPE": "cookie"},
-    "cookie-encrypted": {"SESSION_TYPE": "cookie", "SESSION_COOKIE_ENCRYPT": True},
+    "cookie": {"SESSION_TYPE": "cookie", "SESSION_PERMANENT": True},
+    "cookie-encrypted": {"SESSION_TYPE": "cookie", "SESSION_COOKIE_ENCRYPT": True,
+                         "SESSION_PERMANENT": True},
 }
 APP_KINDS = [*STORE_KINDS, *COOKIE_KINDS]
 STRICT = os.environ.get("SESSIONKEEPER_REQUIRE_SERVERS") == "1"

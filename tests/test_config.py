@@ -155,7 +155,8 @@ def test_permanent_session_lifetime_sets_max_age_and_server_expiry(
 
 
 def test_permanent_session_lifetime_applies_to_cookie_sessions(make_app: MakeApp) -> None:
-    app = add_views(make_app(SESSION_TYPE="cookie", PERMANENT_SESSION_LIFETIME=7200))
+    app = add_views(make_app(SESSION_TYPE="cookie", PERMANENT_SESSION_LIFETIME=7200,
+                             SESSION_PERMANENT=True))
     client, cookie = logged_in(app)
     assert cookie.attrs["max-age"] == "7200"
     move_clock(app, 7201)
@@ -344,7 +345,8 @@ def test_flask_cookie_settings_reach_set_cookie_and_its_deletion(
 def test_refresh_each_request_extends_a_session_that_is_only_read(
     make_app: MakeApp, kind: str
 ) -> None:
-    app = add_views(make_app(SESSION_TYPE=kind, PERMANENT_SESSION_LIFETIME=1000))
+    app = add_views(make_app(SESSION_TYPE=kind, PERMANENT_SESSION_LIFETIME=1000,
+                             SESSION_PERMANENT=True))
     client, _ = logged_in(app)
 
     move_clock(app, 500)  # past the refresh threshold, well inside the lifetime

@@ -254,7 +254,7 @@ def test_default_cookie_sessions_stay_exactly_flasks(make_app: MakeApp) -> None:
 
     payload = flask_payload(app, browser.get_cookie("session").value)  # type: ignore[union-attr]
 
-    assert payload == {"user": "alice", "_permanent": True}
+    assert payload == {"user": "alice"}  # and not permanent, as Flask's default session
 
 
 def test_cookie_sessions_carry_their_creation_time_for_the_absolute_timeout(

@@ -331,7 +331,7 @@ def test_cookie_sessions_list_only_the_current_one(cookie_app: Flask) -> None:
 
 
 def test_cookie_sessions_report_their_login_time_and_last_visit(make_app: MakeApp) -> None:
-    app = add_views(make_app(SESSION_TYPE="cookie", SESSION_REFRESH_FRACTION=0))
+    app = add_views(make_app(SESSION_TYPE="cookie", SESSION_PERMANENT=True))
     clock = clocked(app)
     laptop = device(app, "alice", LAPTOP)
     logged_in_at = clock.now

@@ -14,7 +14,7 @@ from .ids import SessionIds, storage_key
 from .model import LoadedState, Session, SessionChanges
 from .policy import ExpiryPolicy
 from .serialization import ValueCodec
-from .signing import IdSigner
+from .signing import IdSigner, KeyRing
 from .stores.base import SessionRecord, SessionStore, SessionUpdate
 
 #: SESSION_ROTATION_GRACE's default: long enough for a slow upload or XHR in flight
@@ -60,6 +60,11 @@ class ServerSideSessions:
         #: unknown; it may create the record (migrate_on_first_use moves a Flask-Session
         #: one there), which is then loaded. Costs nothing for ids the store knows.
         self.adopt_unknown: Callable[[str], None] | None = None
+
+    def use_keys(self, ring: KeyRing | None) -> None:
+        """Sign ids with ``ring`` from now on (SECRET_KEY changed at run time)."""
+        if self.signer is not None and ring is not None:
+            self.signer = IdSigner(ring)
 
     # -- ids and cookies -----------------------------------------------------------
     def key(self, sid: str) -> str:
@@ -200,7 +205,8 @@ class ServerSideSessions:
             expires_at = self.policy.expires_at(state.created_at, now)
             if self.store.touch(self.key(sid), now, expires_at) is False:
                 return None  # rotated or ended meanwhile: never re-send a dead id
-            return self._cookie(sid, state.permanent, expires_at, now)
+            # A browser-session cookie has no expiry to extend: only the record had.
+            return self._cookie(sid, True, expires_at, now) if state.permanent else None
         return None
 
     def _update(self, session: Session, changes: SessionChanges, now: float,

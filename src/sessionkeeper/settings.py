@@ -171,7 +171,10 @@ class Settings:
         id_length = config.get("SESSION_ID_LENGTH", 32)
         if not isinstance(id_length, int) or isinstance(id_length, bool):
             raise ConfigurationError(f"SESSION_ID_LENGTH must be an integer, not {id_length!r}")
-        fraction = config.get("SESSION_REFRESH_FRACTION", 0.1)
+        # Cookie sessions refresh as Flask's do (on every request); server sessions at
+        # most once per tenth of their window, so reads almost never cost a store write.
+        fraction = config.get("SESSION_REFRESH_FRACTION",
+                              0.0 if str(session_type).lower() == "cookie" else 0.1)
         if not isinstance(fraction, int | float) or not 0 <= fraction <= 1:
             raise ConfigurationError(
                 f"SESSION_REFRESH_FRACTION must be between 0 and 1, not {fraction!r}")
@@ -180,7 +183,8 @@ class Settings:
             raise ConfigurationError("SECRET_KEY_FALLBACKS must be a list of old keys")
         settings = cls(
             session_type=session_type.lower(),
-            permanent=_flag(config, "SESSION_PERMANENT", True),
+            # Flask-Session's default is permanent; cookie sessions keep Flask's (not).
+            permanent=_flag(config, "SESSION_PERMANENT", session_type.lower() != "cookie"),
             use_signer=_flag(config, "SESSION_USE_SIGNER", False),
             key_prefix=str(config.get("SESSION_KEY_PREFIX", "session:")),
             id_length=id_length,

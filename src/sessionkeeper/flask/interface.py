@@ -5,17 +5,20 @@ from __future__ import annotations
 import random
 import time
 from functools import partial
+from typing import Any
 
 from flask import Flask, Request, Response, request
 from flask.sessions import SessionInterface, SessionMixin
 
-from ..backend import SessionBackend, logger
+from ..backend import CookieUpdate, SessionBackend, logger
+from ..client_side import CookieSessions
 from ..cookie_header import cookie_value
-from ..cookie_rules import check_cookie_attributes, samesite_or_default
 from ..errors import StoreUnavailable
 from ..model import Session
 from ..server_side import ServerSideSessions
 from ..settings import Settings
+from ..signing import KeyRing
+from .live_config import CookieSettings, LiveConfig, with_lifetime
 
 
 class SessionKeeperInterface(SessionInterface):
@@ -24,23 +27,34 @@ class SessionKeeperInterface(SessionInterface):
     def __init__(self, app: Flask, backend: SessionBackend, settings: Settings) -> None:
         self.backend = backend
         self.settings = settings
-        # Cookie attributes are read once: they are fixed for the app's life.
-        self.cookie_name = self.get_cookie_name(app)
-        domain, path = self.get_cookie_domain(app), self.get_cookie_path(app)
-        secure = self.get_cookie_secure(app)
-        samesite = samesite_or_default(self.get_cookie_samesite(app))
-        check_cookie_attributes(self.cookie_name, domain=domain, path=path, secure=secure,
-                                samesite=samesite)
-        self.cookie_options = {
-            "domain": domain,
-            "path": path,
-            "secure": secure,
-            "httponly": self.get_cookie_httponly(app),
-            "samesite": samesite,
-            "partitioned": self.get_cookie_partitioned(app),
-        }
+        # Cookie attributes, keys and lifetime are Flask's settings, read as Flask reads
+        # them (at request time); resolving them now also checks them at start-up.
+        self.live = LiveConfig(self)
+        self.cookie = self._settings_now(app)
         #: SESSION_HEADER_NAME: API clients may carry the token in this header instead
         self.header_name = settings.header_name
+
+    @property
+    def cookie_name(self) -> str:
+        return self.cookie.name
+
+    def _settings_now(self, app: Flask) -> CookieSettings:
+        return self.live.refresh(app, self._use_keys, self._use_lifetime)
+
+    def _use_keys(self, ring: KeyRing | None) -> None:
+        if ring is not None:
+            self.backend.use_keys(ring)  # type: ignore[attr-defined]
+
+    def _use_lifetime(self, lifetime: float, refresh_each_request: bool) -> None:
+        backend: Any = self.backend
+        backend.policy = with_lifetime(backend.policy, lifetime, refresh_each_request)
+
+    def _needs_secret(self) -> bool:
+        """Sessions that sign need SECRET_KEY: without one at request time the request
+        gets Flask's null session, as with Flask's own cookie session."""
+        backend = self.backend
+        return isinstance(backend, CookieSessions) or (
+            isinstance(backend, ServerSideSessions) and backend.signer is not None)
 
     def _header_token(self, request: Request) -> str | None:
         """The token a request sends in SESSION_HEADER_NAME ("" to start a session), or
@@ -55,7 +69,10 @@ class SessionKeeperInterface(SessionInterface):
         # machinery Flask's isinstance goes through on every request.
         return type(obj) is self.null_session_class
 
-    def open_session(self, app: Flask, request: Request) -> Session:
+    def open_session(self, app: Flask, request: Request) -> Session | None:
+        self.cookie = self._settings_now(app)
+        if not app.secret_key and self._needs_secret():
+            return None  # Flask makes its null session: "the session is unavailable"
         # No work here, not even parsing the Cookie header: the token is read, checked
         # and looked up only if the view touches the session.
         return self.backend.open(partial(self._request_token, request))
@@ -66,11 +83,18 @@ class SessionKeeperInterface(SessionInterface):
             return header or None
         # What request.cookies would give, without parsing every other cookie or
         # walking the environ through a Headers view.
-        return cookie_value(request.environ.get("HTTP_COOKIE"), self.cookie_name) or None
+        return cookie_value(request.environ.get("HTTP_COOKIE"), self.cookie.name) or None
 
     def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
         if not session.accessed and not session.loaded:  # type: ignore[attr-defined]
-            return  # untouched: nothing to vary on, save or clean up
+            # Untouched: nothing to vary on, save or clean up; only a cookie session
+            # refreshed on every request re-signs its cookie, as Flask's does.
+            if isinstance(self.backend, CookieSessions) and self.backend.refreshes_untouched:
+                token = self._request_token(request)
+                update = self.backend.refresh_untouched(token) if token else None
+                if update is not None:
+                    self._set_cookie(response, update)
+            return
         if session.accessed:
             _vary_on(response, "Cookie")
             if self.header_name is not None:
@@ -86,16 +110,21 @@ class SessionKeeperInterface(SessionInterface):
             return
         if update is None:
             return
-        _vary_on(response, "Cookie")
         if self.header_name is not None and self._header_token(request) is not None:
+            _vary_on(response, "Cookie")
             # An empty value tells the client to forget its token.
             response.headers[self.header_name] = update.value or ""
             return
+        self._set_cookie(response, update)
+
+    def _set_cookie(self, response: Response, update: CookieUpdate) -> None:
+        _vary_on(response, "Cookie")
+        cookie = self.cookie
         if update.delete:
-            response.delete_cookie(self.cookie_name, **self.cookie_options)
+            response.delete_cookie(cookie.name, **cookie.options)
         else:
-            response.set_cookie(self.cookie_name, update.value or "", max_age=update.max_age,
-                                **self.cookie_options)
+            response.set_cookie(cookie.name, update.value or "", max_age=update.max_age,
+                                **cookie.options)
 
     def _maybe_cleanup(self, session: Session) -> None:
         # SESSION_CLEANUP_N_REQUESTS: about one request in N (that used the session)

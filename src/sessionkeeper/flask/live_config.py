@@ -1,0 +1,94 @@
+"""Flask's session settings read the way Flask reads them: when a request is answered.
+
+Flask (and Flask-Session) look up the cookie attributes, the secret keys and the
+lifetime in ``app.config`` on every request, so settings changed after ``Session(app)``
+(app factories, tests) apply. Re-reading and re-checking them all per request would cost
+more than the session itself; instead a request compares the few values they depend on
+with those last seen and re-resolves only when one changed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+from flask import Flask
+
+from ..cookie_rules import check_cookie_attributes, samesite_or_default
+from ..settings import DEFAULT_LIFETIME, seconds
+from ..signing import KeyRing
+
+#: the app.config keys whose change re-resolves the session settings
+WATCHED_KEYS = (
+    "SECRET_KEY", "SECRET_KEY_FALLBACKS", "SESSION_COOKIE_NAME", "SESSION_COOKIE_DOMAIN",
+    "SESSION_COOKIE_PATH", "APPLICATION_ROOT", "SESSION_COOKIE_SECURE",
+    "SESSION_COOKIE_HTTPONLY", "SESSION_COOKIE_SAMESITE", "SESSION_COOKIE_PARTITIONED",
+    "PERMANENT_SESSION_LIFETIME", "SESSION_REFRESH_EACH_REQUEST",
+)
+
+
+@dataclass(frozen=True)
+class CookieSettings:
+    """What the response's Set-Cookie needs, resolved from app.config."""
+
+    name: str
+    options: dict[str, Any]
+
+
+class LiveConfig:
+    """Re-resolves the session settings when the app's config changed.
+
+    ``apply`` receives the new key ring (None without a secret key) and is called only
+    when the keys changed; the returned policy replaces the backend's.
+    """
+
+    def __init__(self, interface: Any) -> None:
+        self._interface = interface
+        self._seen: tuple[Any, ...] | None = None
+        self.cookie: CookieSettings | None = None
+
+    def refresh(self, app: Flask, apply_keys: Callable[[KeyRing | None], None],
+                apply_lifetime: Callable[[float, bool], None]) -> CookieSettings:
+        config = app.config
+        seen = tuple(map(config.get, WATCHED_KEYS))
+        cookie = self.cookie
+        if seen == self._seen and cookie is not None:
+            return cookie  # the common case: nothing changed since the last request
+        previous = self._seen
+        self.cookie = cookie = self._cookie_settings(app)
+        if previous is None or previous[:2] != seen[:2]:
+            secret = config.get("SECRET_KEY")
+            fallbacks = config.get("SECRET_KEY_FALLBACKS") or []
+            apply_keys(KeyRing(secret, list(fallbacks)) if secret else None)
+        if previous is None or previous[-2:] != seen[-2:]:
+            lifetime = seconds(config.get("PERMANENT_SESSION_LIFETIME", DEFAULT_LIFETIME),
+                               "PERMANENT_SESSION_LIFETIME")
+            refresh = config.get("SESSION_REFRESH_EACH_REQUEST", True)
+            apply_lifetime(lifetime, refresh is None or bool(refresh))
+        self._seen = seen
+        return cookie
+
+    def _cookie_settings(self, app: Flask) -> CookieSettings:
+        interface = self._interface
+        name = interface.get_cookie_name(app)
+        domain, path = interface.get_cookie_domain(app), interface.get_cookie_path(app)
+        secure = interface.get_cookie_secure(app)
+        samesite = samesite_or_default(interface.get_cookie_samesite(app))
+        check_cookie_attributes(name, domain=domain, path=path, secure=secure,
+                                samesite=samesite)
+        return CookieSettings(name, {
+            "domain": domain,
+            "path": path,
+            "secure": secure,
+            "httponly": interface.get_cookie_httponly(app),
+            "samesite": samesite,
+            "partitioned": interface.get_cookie_partitioned(app),
+        })
+
+
+def with_lifetime(policy: Any, lifetime: float, refresh_each_request: bool) -> Any:
+    """``policy`` with Flask's lifetime settings as they are now."""
+    if (policy.lifetime, policy.refresh_each_request) == (lifetime, refresh_each_request):
+        return policy
+    return replace(policy, lifetime=lifetime, refresh_each_request=refresh_each_request)
