@@ -9,8 +9,10 @@ by MONGODB_URL and skips without one (no package source of this project ships mo
 from __future__ import annotations
 
 import secrets
+import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -23,7 +25,7 @@ from hypothesis import strategies as st
 from providers import mongodb as mongodb_provider
 from servers import unused_port
 
-from sessionkeeper.errors import ConfigurationError, StoreUnavailable
+from sessionkeeper.errors import ConfigurationError, StoreUnavailable, UndecodableRecord
 from sessionkeeper.flask import Session
 from sessionkeeper.serialization import ValueCodec
 from sessionkeeper.settings import Settings
@@ -92,6 +94,38 @@ def test_a_session_without_user_has_no_user_field_so_the_user_index_stays_sparse
     document = record_document("k", SessionRecord({}, 1.0, 1.0, 2.0, True))
     assert "user_id" not in document
     assert record_from_document(document).user_id is None
+
+
+def stored_document(**changes: Any) -> dict[str, Any]:
+    """A session document as MongoDB hands it back, with ``changes`` (None: left out)."""
+    record = SessionRecord({"cart": b"\x92\x01\x02"}, 10.0, 11.0, 5000.0, True, "u7")
+    document: dict[str, Any] = bson.decode(bson.encode(record_document("session:abc", record)))
+    for name, value in changes.items():
+        document.pop(name, None)
+        if value is not None:
+            document[name] = value
+    return document
+
+
+DAMAGED_DOCUMENTS: dict[str, dict[str, Any]] = {
+    "created_at a string": {"created_at": "yesterday"},
+    "expires_at missing": {"expires_at": None},
+    "accessed_at not a number": {"accessed_at": float("nan")},
+    "accessed_at a boolean": {"accessed_at": True},
+    "values a string": {"v": "cart=1,2"},
+    "a value a number": {"v": {escape_field("cart"): 12}},
+    "a field name not escaped": {"v": {"cart": b"\x01"}},
+    "permanent a string": {"permanent": "yes"},
+    "user_id a number": {"user_id": 42},
+}
+
+
+@pytest.mark.parametrize("damage", list(DAMAGED_DOCUMENTS))
+def test_a_document_with_wrong_field_types_raises_undecodable_record(damage: str) -> None:
+    document = bson.decode(bson.encode(stored_document(**DAMAGED_DOCUMENTS[damage])))
+    with pytest.raises(UndecodableRecord) as caught:
+        record_from_document(document)
+    assert caught.value.store == "mongodb"
 
 
 def test_a_delta_sets_changed_values_and_unsets_deleted_ones_only() -> None:
@@ -308,7 +342,7 @@ def test_an_expired_document_is_not_loaded_before_the_ttl_monitor_removes_it(
     now = time.time()
     assert mongo_store.load("k1", now) is None
     assert mongo_store.update("k1", delta(accessed_at=now, expires_at=now + 600)) is False
-    mongo_store.touch("k1", now, now + 600)
+    assert mongo_store.touch("k1", now, now + 600) is False
     assert mongo_store.load("k1", time.time()) is None  # neither revives it
 
 
@@ -358,3 +392,65 @@ def test_create_over_an_existing_key_replaces_it(mongo_store: MongoDBStore) -> N
     mongo_store.create("k1", fresh({"b": b"2"}))
     record = mongo_store.load("k1", time.time())
     assert record is not None and record.values == {"b": b"2"}
+
+
+# -- damaged documents, add, touch (MONGODB_URL) -----------------------------------------
+@pytest.mark.parametrize("damage", [*DAMAGED_DOCUMENTS, "expires_at a string"])
+def test_loading_a_damaged_document_raises_undecodable_record(
+    mongo_store: MongoDBStore, damage: str,
+) -> None:
+    changes = DAMAGED_DOCUMENTS.get(damage, {"expires_at": "never"})
+    mongo_store.collection.insert_one({**stored_document(**changes), "_id": "k1"})
+    with pytest.raises(UndecodableRecord):
+        mongo_store.load("k1", time.time())
+    mongo_store.delete("k1")  # what the core does next
+    assert mongo_store.load("k1", time.time()) is None
+
+
+def test_a_damaged_session_of_a_user_is_left_out_of_the_list(mongo_store: MongoDBStore) -> None:
+    mongo_store.create("k1", fresh({}, user="u1"))
+    mongo_store.create("k2", fresh({}, user="u1"))
+    mongo_store.collection.update_one({"_id": "k2"}, {"$set": {"expires_at": "never"}})
+    assert mongo_store.keys_for_user("u1", time.time()) == ["k1"]
+
+
+def test_add_claims_a_key_once(mongo_store: MongoDBStore) -> None:
+    assert mongo_store.add("k1", fresh({"n": b"1"}, user="u1")) is True
+    assert mongo_store.add("k1", fresh({"n": b"2"}, user="u2")) is False
+    record = mongo_store.load("k1", time.time())
+    assert record is not None and record.values == {"n": b"1"} and record.user_id == "u1"
+
+
+def test_add_replaces_an_expired_or_damaged_document(mongo_store: MongoDBStore) -> None:
+    mongo_store.create("k1", fresh({"n": b"1"}, ttl=-1))  # awaiting the TTL monitor
+    assert mongo_store.add("k1", fresh({"n": b"2"})) is True
+    assert mongo_store.load("k1", time.time()).values == {"n": b"2"}  # type: ignore[union-attr]
+    mongo_store.collection.insert_one({**stored_document(expires_at="never"), "_id": "k2"})
+    assert mongo_store.add("k2", fresh({"n": b"3"})) is True
+    assert mongo_store.load("k2", time.time()).values == {"n": b"3"}  # type: ignore[union-attr]
+
+
+def test_concurrent_adds_of_one_key_let_exactly_one_win(mongo_store: MongoDBStore) -> None:
+    claimants = 16
+    for attempt in range(10):
+        key = f"k{attempt}"
+        start = threading.Barrier(claimants)
+
+        def claim(n: int, key: str = key, start: threading.Barrier = start) -> bool:
+            start.wait(timeout=30)
+            return mongo_store.add(key, fresh({"n": bytes([n])}))
+
+        with ThreadPoolExecutor(claimants) as pool:
+            won = [n for n, ok in zip(range(claimants), pool.map(claim, range(claimants)),
+                                      strict=True) if ok]
+        assert len(won) == 1, f"{len(won)} claims of one key succeeded"
+        record = mongo_store.load(key, time.time())
+        assert record is not None and record.values == {"n": bytes([won[0]])}
+
+
+def test_touch_says_whether_the_session_was_there(mongo_store: MongoDBStore) -> None:
+    now = time.time()
+    assert mongo_store.touch("missing", now, now + 600) is False
+    assert mongo_store.collection.count_documents({}) == 0  # nothing created
+    mongo_store.create("k1", fresh({"a": b"1"}))
+    assert mongo_store.touch("k1", now, now + 900) is True

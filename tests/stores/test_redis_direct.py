@@ -12,6 +12,7 @@ import pytest
 import redis
 from servers import RedisServer, start_or_skip, start_redis
 
+from sessionkeeper.errors import UndecodableRecord
 from sessionkeeper.serialization import ValueCodec
 from sessionkeeper.stores.base import SessionRecord, SessionUpdate
 from sessionkeeper.stores.redis import RedisStore
@@ -88,7 +89,7 @@ def test_an_error_reply_leaves_the_connection_usable(redis_server: RedisServer) 
     client = redis.Redis(host=redis_server.host, port=redis_server.port)
     store = RedisStore(client, key_prefix="wrongtype:")
     client.set("wrongtype:a", b"not a hash")
-    with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+    with pytest.raises(UndecodableRecord, match="WRONGTYPE"):  # not a session
         store.load("wrongtype:a", time.time())
     now = time.time()
     store.create("wrongtype:b", record("fine", now))

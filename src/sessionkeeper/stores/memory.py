@@ -36,12 +36,22 @@ class MemoryStore(SessionStore):
             record.apply(update)
             return True
 
-    def touch(self, key: str, accessed_at: float, expires_at: float) -> None:
+    def add(self, key: str, record: SessionRecord) -> bool:
+        with self._lock:
+            current = self._records.get(key)
+            if current is not None and current.expires_at > record.accessed_at:
+                return False
+            self._records[key] = replace(record, values=dict(record.values))
+            return True
+
+    def touch(self, key: str, accessed_at: float, expires_at: float) -> bool:
         with self._lock:
             record = self._records.get(key)
-            if record is not None:
-                record.accessed_at = accessed_at
-                record.expires_at = expires_at
+            if record is None or record.expires_at <= accessed_at:
+                return False  # an expired record is as good as gone: never revived
+            record.accessed_at = accessed_at
+            record.expires_at = expires_at
+            return True
 
     def delete(self, key: str) -> None:
         with self._lock:

@@ -11,13 +11,17 @@ Document layout (``_id`` is the store key)::
 Session keys may contain ``.`` or ``$`` or start with ``$``, which MongoDB field names
 cannot; they are hex-encoded behind a ``k`` (so the empty key is a valid name too).
 A TTL index on ``expiration`` lets MongoDB remove dead sessions; since its monitor runs
-only about once a minute, every read and write also checks ``expires_at``.
+only about once a minute, every read and write also checks ``expires_at``. A document
+with a field missing or of the wrong type makes ``load`` raise ``UndecodableRecord``.
+The per-user index lists only ``_id``s under the store's ``SESSION_KEY_PREFIX``.
 Flask-Session's documents (an ``id`` field and a ``val`` blob) can share the collection:
 they use the same TTL index and never match these queries.
 """
 
 from __future__ import annotations
 
+import math
+import re
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -30,7 +34,7 @@ from pymongo.errors import ConfigurationError as MongoConfigurationError
 from pymongo.errors import ConnectionFailure, DuplicateKeyError, InvalidName, PyMongoError
 from pymongo.errors import InvalidURI as MongoInvalidURI
 
-from ..errors import ConfigurationError, StoreUnavailable
+from ..errors import ConfigurationError, StoreUnavailable, UndecodableRecord
 from ..serialization import ValueCodec
 from ..settings import Settings, seconds
 from .base import SessionRecord, SessionStore, SessionUpdate
@@ -104,14 +108,40 @@ def record_document(key: str, record: SessionRecord) -> dict[str, Any]:
 
 
 def record_from_document(document: Mapping[str, Any]) -> SessionRecord:
-    return SessionRecord(
-        values={unescape_field(f): bytes(v) for f, v in document.get("v", {}).items()},
-        created_at=float(document["created_at"]),
-        accessed_at=float(document["accessed_at"]),
-        expires_at=float(document["expires_at"]),
-        permanent=bool(document.get("permanent", True)),
-        user_id=document.get("user_id"),
-    )
+    """The record a document holds; :class:`UndecodableRecord` when a field is missing
+    or of the wrong type (edited by hand, written by something else)."""
+    try:
+        values = document.get("v", {})
+        permanent = document.get("permanent", True)
+        user_id = document.get("user_id")
+        if not isinstance(values, Mapping) or not isinstance(permanent, bool) or not (
+                user_id is None or isinstance(user_id, str)):
+            raise TypeError("v, permanent or user_id has the wrong type")
+        decoded: dict[str, bytes] = {}
+        for field, value in values.items():
+            if not isinstance(value, bytes):  # BSON binary reads as bytes
+                raise TypeError(f"value {field!r} is a {type(value).__name__}, not binary")
+            decoded[unescape_field(field)] = bytes(value)
+        return SessionRecord(
+            values=decoded,
+            created_at=_time_field(document, "created_at"),
+            accessed_at=_time_field(document, "accessed_at"),
+            expires_at=_time_field(document, "expires_at"),
+            permanent=permanent,
+            user_id=user_id,
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise UndecodableRecord(MongoDBStore.name, f"damaged session document: {exc!r}"
+                                ) from exc
+
+
+def _time_field(document: Mapping[str, Any], name: str) -> float:
+    value = document[name]
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{name} is a {type(value).__name__}, not a number")
+    if not math.isfinite(value):
+        raise ValueError(f"{name} is {value}")
+    return float(value)
 
 
 class MongoDBStore(SessionStore):
@@ -120,8 +150,11 @@ class MongoDBStore(SessionStore):
     name = "mongodb"
 
     def __init__(self, collection: Collection[Any], *, timeout: float = DEFAULT_TIMEOUT,
-                 owns_client: bool = False) -> None:
+                 owns_client: bool = False, key_prefix: str = "") -> None:
         self.collection = collection
+        #: SESSION_KEY_PREFIX: the user index lists only keys under it, so apps sharing
+        #: a collection with different prefixes never see each other's sessions
+        self.key_prefix = key_prefix
         self.timeout = timeout
         self._owns_client = owns_client
         self._indexed = False
@@ -158,9 +191,12 @@ class MongoDBStore(SessionStore):
 
     # -- interface -------------------------------------------------------------------
     def load(self, key: str, now: float) -> SessionRecord | None:
-        document = self._run(lambda: self.collection.find_one(
-            {"_id": key, "expires_at": {"$gt": now}}))
-        return None if document is None else record_from_document(document)
+        # By _id alone, so that a damaged expires_at is reported, not silently unmatched.
+        document = self._run(lambda: self.collection.find_one({"_id": key}))
+        if document is None:
+            return None
+        record = record_from_document(document)
+        return record if record.expires_at > now else None
 
     def create(self, key: str, record: SessionRecord) -> None:
         document = record_document(key, record)
@@ -171,6 +207,19 @@ class MongoDBStore(SessionStore):
             # as every other store does.
             self._run(lambda: self.collection.replace_one({"_id": key}, document))
 
+    def add(self, key: str, record: SessionRecord) -> bool:
+        # One atomic upsert: the filter matches no document or a dead one (expired and
+        # awaiting the TTL monitor, or damaged), which is replaced; a live one makes the
+        # upsert's insert fail on the _id.
+        document = record_document(key, record)
+        try:
+            self._run(lambda: self.collection.replace_one(
+                {"_id": key, "expires_at": {"$not": {"$gt": record.accessed_at}}},
+                document, upsert=True))
+        except DuplicateKeyError:
+            return False
+        return True
+
     def update(self, key: str, update: SessionUpdate) -> bool:
         # upsert=False and the expiry condition: a record that is gone (logged out) or
         # dead (awaiting the TTL monitor) is never brought back.
@@ -179,12 +228,13 @@ class MongoDBStore(SessionStore):
             update_spec(update), upsert=False))
         return result.matched_count == 1
 
-    def touch(self, key: str, accessed_at: float, expires_at: float) -> None:
-        self._run(lambda: self.collection.update_one(
+    def touch(self, key: str, accessed_at: float, expires_at: float) -> bool:
+        result = self._run(lambda: self.collection.update_one(
             {"_id": key, "expires_at": {"$gt": accessed_at}},
             {"$set": {"accessed_at": accessed_at, "expires_at": expires_at,
                       "expiration": _bson_date(expires_at)}},
             upsert=False))
+        return result.matched_count == 1
 
     def delete(self, key: str) -> None:
         self._run(lambda: self.collection.delete_one({"_id": key}))
@@ -196,8 +246,12 @@ class MongoDBStore(SessionStore):
         return result.deleted_count
 
     def keys_for_user(self, user_id: str, now: float) -> list[str]:
-        cursor = self._run(lambda: list(self.collection.find(
-            {"user_id": user_id, "expires_at": {"$gt": now}}, {"_id": 1})))
+        query: dict[str, Any] = {"user_id": user_id, "expires_at": {"$gt": now}}
+        if self.key_prefix:
+            # The prefix and a sha256 exactly: a longer prefix starting with this one
+            # is another app's.
+            query["_id"] = {"$regex": f"^{re.escape(self.key_prefix)}[0-9a-f]{{64}}$"}
+        cursor = self._run(lambda: list(self.collection.find(query, {"_id": 1})))
         return [document["_id"] for document in cursor]
 
     def check(self) -> None:
@@ -264,4 +318,5 @@ def store_from_settings(settings: Settings, codec: ValueCodec) -> MongoDBStore:
         raise ConfigurationError(
             f"SESSION_MONGODB_DB={db_name!r} / SESSION_MONGODB_COLLECT={collection_name!r} "
             f"is not a valid MongoDB name: {exc}") from exc
-    return MongoDBStore(collection, timeout=timeout, owns_client=owned)
+    return MongoDBStore(collection, timeout=timeout, owns_client=owned,
+                        key_prefix=settings.key_prefix)

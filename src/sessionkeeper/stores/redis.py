@@ -7,8 +7,11 @@ by itself (``PEXPIREAT``), so there is nothing to clean up.
 
 Round trips: ``load`` is one ``HGETALL``; ``update`` is one ``EVALSHA`` whose script
 writes only the changed fields and never recreates a hash that is gone (a logout wins
-over a slow concurrent request); ``create`` is one ``MULTI`` pipeline; ``touch`` is one
-``EVALSHA`` (on a Cluster, two for a session bound to a user); ``delete`` is one ``UNLINK``.
+over a slow concurrent request); ``create`` is one ``MULTI`` pipeline; ``add`` (create
+unless a live session holds the key) and ``touch`` are one ``EVALSHA`` each (on a
+Cluster, two for a session bound to a user); ``delete`` is one ``UNLINK``. A hash that
+cannot be read as a session (metadata missing or damaged, another type under the key)
+makes ``load`` raise :class:`UndecodableRecord`.
 
 A session is a single key, so on a Cluster it always lives in one slot. The per-user
 index (a SET ``<prefix>user:<user id>`` of session keys) lives in another slot: on a
@@ -40,7 +43,7 @@ from redis.retry import Retry
 from redis.sentinel import Sentinel
 from redis.typing import EncodableT
 
-from ..errors import ConfigurationError, StoreUnavailable
+from ..errors import ConfigurationError, StoreUnavailable, UndecodableRecord
 from ..serialization import ValueCodec
 from ..settings import Settings, seconds
 from .base import SessionRecord, SessionStore, SessionUpdate
@@ -138,7 +141,8 @@ end
 return 1
 """
 
-# Extend a session's life without rewriting its data; nothing happens when it is gone.
+# Extend a session's life without rewriting its data; nothing happens when it is gone,
+# or expired at accessed_at (kept for SESSION_KEEP_EXPIRED only: never revived).
 # KEYS[1]: the session hash; KEYS[2] (optional, single server): the index of the user it
 # was loaded with. ARGV: expiry (unix ms), accessed_at, expires_at (seconds), and with
 # KEYS[2] that user. Returns 0 when the hash is gone; else 1 when no index needs
@@ -147,9 +151,14 @@ TOUCH_SCRIPT = _EXTEND_INDEX + """
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return 0
 end
+local meta = redis.call('HMGET', KEYS[1], 'expires', 'user')
+local expires = tonumber(meta[1])
+if not expires or expires <= tonumber(ARGV[2]) then
+  return 0
+end
 redis.call('HSET', KEYS[1], 'accessed', ARGV[2], 'expires', ARGV[3])
 redis.call('PEXPIREAT', KEYS[1], ARGV[1])
-local user = redis.call('HGET', KEYS[1], 'user')
+local user = meta[2]
 if not user then
   return 1
 end
@@ -158,6 +167,37 @@ if KEYS[2] and user == ARGV[4] then
   return 1
 end
 return user
+"""
+
+# Store a new session hash unless a live one is under the key (claiming a key once).
+# An expired hash (kept for SESSION_KEEP_EXPIRED) or a damaged one counts as absent and
+# is replaced. KEYS[1]: the session hash; KEYS[2] (optional): its user's index SET.
+# ARGV[1]: expiry (unix ms); ARGV[2]: the new record's accessed_at (a live hash expires
+# after it); then the field/value pairs. Returns 0 when a live hash is there; else the
+# size of the user index after the add, or 1 without one.
+ADD_SCRIPT = _EXTEND_INDEX + """
+local key = KEYS[1]
+local kind = redis.call('TYPE', key)['ok']
+if kind == 'hash' then
+  local expires = tonumber(redis.call('HGET', key, 'expires'))
+  if expires and expires > tonumber(ARGV[2]) then
+    return 0
+  end
+end
+if kind ~= 'none' then
+  redis.call('DEL', key)
+end
+local BATCH = 1000
+for i = 3, #ARGV, 2 * BATCH do
+  redis.call('HSET', key, unpack(ARGV, i, math.min(i + 2 * BATCH - 1, #ARGV)))
+end
+redis.call('PEXPIREAT', key, ARGV[1])
+if KEYS[2] then
+  redis.call('SADD', KEYS[2], key)
+  extend_index(KEYS[2], ARGV[1])
+  return redis.call('SCARD', KEYS[2])
+end
+return 1
 """
 
 # Add a session to its user's index (or only extend the index when ARGV[2] is absent).
@@ -209,6 +249,7 @@ class RedisStore(SessionStore):
         #: user coming back meanwhile is told apart from an unknown id (session_expired)
         self.keep_expired = keep_expired
         self._update = client.register_script(UPDATE_SCRIPT)
+        self._add = client.register_script(ADD_SCRIPT)
         self._touch = client.register_script(TOUCH_SCRIPT)
         self._index = client.register_script(INDEX_SCRIPT)
         #: the hot path on a single server (or Sentinel master); a Cluster client routes
@@ -225,23 +266,21 @@ class RedisStore(SessionStore):
             reply = self._command("HGETALL", key)
         except UNAVAILABLE_ERRORS as exc:
             raise StoreUnavailable(self.name, exc) from exc
+        except redis.ResponseError as exc:
+            if str(exc).startswith("WRONGTYPE"):  # something else took the key
+                raise UndecodableRecord(self.name, exc) from exc
+            raise
         if not reply:
             return None
         record = _record_from_reply(reply)
-        if record is None or record.expires_at <= now:
+        if record.expires_at <= now:
             return None
         self._loaded.last = (key, record.user_id)
         return record
 
     def create(self, key: str, record: SessionRecord) -> None:
-        fields: dict[EncodableT, EncodableT] = {
-            VALUE_PREFIX + name.encode(): data for name, data in record.values.items()
-        }
-        fields.update(_metadata(record.accessed_at, record.expires_at, record.permanent))
-        fields[CREATED] = _number(record.created_at)
+        fields = _fields(record)
         user = record.user_id
-        if user is not None:
-            fields[USER] = user
         expiry = _unix_ms(record.expires_at + self.keep_expired)
         with self._available():
             pipe = self.client.pipeline(transaction=True)
@@ -256,6 +295,22 @@ class RedisStore(SessionStore):
                 size = (self._index_write(user, expiry, key) if self.cluster
                         else int(results[-1]))
                 self._maybe_prune(user, size)
+
+    def add(self, key: str, record: SessionRecord) -> bool:
+        user = record.user_id
+        expiry = _unix_ms(record.expires_at + self.keep_expired)
+        keys: list[EncodableT] = [key]
+        if user is not None and not self.cluster:
+            keys.append(self._index_key(user))
+        args: list[EncodableT] = [expiry, _number(record.accessed_at)]
+        for field, value in _fields(record).items():
+            args += (field, value)
+        with self._available():
+            outcome = int(self._run(self._add, keys, args))
+            if outcome and user is not None:
+                size = self._index_write(user, expiry, key) if self.cluster else outcome
+                self._maybe_prune(user, size)
+        return outcome != 0
 
     def update(self, key: str, update: SessionUpdate) -> bool:
         deleted: list[EncodableT] = [VALUE_PREFIX + name.encode()
@@ -291,7 +346,7 @@ class RedisStore(SessionStore):
                     self._maybe_prune(user, size)
         return outcome != 0
 
-    def touch(self, key: str, accessed_at: float, expires_at: float) -> None:
+    def touch(self, key: str, accessed_at: float, expires_at: float) -> bool:
         expiry = _unix_ms(expires_at + self.keep_expired)
         keys: list[EncodableT] = [key]
         args: list[EncodableT] = [expiry, _number(accessed_at), _number(expires_at)]
@@ -303,6 +358,7 @@ class RedisStore(SessionStore):
             outcome = self._run(self._touch, keys, args)
             if isinstance(outcome, bytes):  # bound to a user whose index is not extended yet
                 self._index_write(outcome.decode(), expiry)
+        return outcome != 0
 
     def delete(self, key: str) -> None:
         with self._available():
@@ -365,10 +421,14 @@ class RedisStore(SessionStore):
         owner = user_id.encode()
         live: list[str] = []
         gone: list[bytes] = []
-        for member, (user, expires) in zip(members, pipe.execute(), strict=True):
+        # raise_on_error=False: a key that now holds another type is skipped, not fatal
+        for member, reply in zip(members, pipe.execute(raise_on_error=False), strict=True):
+            if isinstance(reply, Exception):
+                continue
+            user, expires = reply
             if user is None and expires is None:
                 gone.append(member)
-            elif user == owner and expires is not None and float(expires) > now:
+            elif user == owner and _expires_after(expires, now):
                 live.append(member.decode())
         if gone:
             self.client.srem(index, *gone)
@@ -383,6 +443,18 @@ class RedisStore(SessionStore):
             raise StoreUnavailable(self.name, exc) from exc
 
 
+def _fields(record: SessionRecord) -> dict[EncodableT, EncodableT]:
+    """Every field of a new session hash: its values and its metadata."""
+    fields: dict[EncodableT, EncodableT] = {
+        VALUE_PREFIX + name.encode(): data for name, data in record.values.items()
+    }
+    fields.update(_metadata(record.accessed_at, record.expires_at, record.permanent))
+    fields[CREATED] = _number(record.created_at)
+    if record.user_id is not None:
+        fields[USER] = record.user_id
+    return fields
+
+
 def _metadata(accessed_at: float, expires_at: float, permanent: bool) -> dict[str, str]:
     return {
         ACCESSED: _number(accessed_at),
@@ -391,9 +463,9 @@ def _metadata(accessed_at: float, expires_at: float, permanent: bool) -> dict[st
     }
 
 
-def _record_from_reply(reply: Any) -> SessionRecord | None:
+def _record_from_reply(reply: Any) -> SessionRecord:
     """The record an HGETALL reply holds (a RESP2 flat field/value list, a RESP3 map or
-    the dict redis-py makes of it); None when it is not one (metadata missing)."""
+    the dict redis-py makes of it); :class:`UndecodableRecord` when it is not one."""
     if isinstance(reply, dict):
         pairs: Iterable[tuple[bytes, bytes]] = reply.items()
     else:
@@ -401,26 +473,42 @@ def _record_from_reply(reply: Any) -> SessionRecord | None:
         pairs = zip(flat, flat, strict=True)
     values: dict[str, bytes] = {}
     meta: dict[bytes, bytes] = {}
-    for field, data in pairs:
-        if field[:2] == VALUE_PREFIX:
-            values[field[2:].decode()] = data
-        else:
-            meta[field] = data
     try:
-        created_at = float(meta[_CREATED])
-        accessed_at = float(meta[_ACCESSED])
-        expires_at = float(meta[_EXPIRES])
-    except (KeyError, ValueError):
-        return None
-    user = meta.get(_USER)
-    return SessionRecord(
-        values=values,
-        created_at=created_at,
-        accessed_at=accessed_at,
-        expires_at=expires_at,
-        permanent=meta.get(_PERMANENT) == b"1",
-        user_id=user.decode() if user is not None else None,
-    )
+        for field, data in pairs:
+            if field[:2] == VALUE_PREFIX:
+                values[field[2:].decode()] = data
+            else:
+                meta[field] = data
+        user = meta.get(_USER)
+        return SessionRecord(
+            values=values,
+            created_at=_time_field(meta, _CREATED),
+            accessed_at=_time_field(meta, _ACCESSED),
+            expires_at=_time_field(meta, _EXPIRES),
+            permanent=_PERMANENT_FLAGS[meta[_PERMANENT]],
+            user_id=user.decode() if user is not None else None,
+        )
+    except (KeyError, ValueError) as exc:  # UnicodeDecodeError is a ValueError
+        raise UndecodableRecord(RedisStore.name, f"damaged session hash: {exc!r}") from exc
+
+
+_PERMANENT_FLAGS = {b"1": True, b"0": False}
+
+
+def _expires_after(expires: bytes | None, now: float) -> bool:
+    """Whether an ``expires`` field says live at ``now`` (a damaged one: not live, so a
+    device list skips the record instead of failing on it)."""
+    try:
+        return expires is not None and float(expires) > now
+    except ValueError:
+        return False
+
+
+def _time_field(meta: Mapping[bytes, bytes], name: bytes) -> float:
+    value = float(meta[name])
+    if not math.isfinite(value):
+        raise ValueError(f"{name.decode()} is {value}")
+    return value
 
 
 # -- configuration ---------------------------------------------------------------------
