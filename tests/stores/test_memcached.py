@@ -15,6 +15,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
 
@@ -26,13 +27,20 @@ from pymemcache.client.base import Client, PooledClient
 from pymemcache.client.hash import HashClient
 from servers import ServerGroup, start_memcached, start_or_skip, unused_port
 
-from sessionkeeper.errors import ConfigurationError, SessionKeeperError, StoreUnavailable
+from sessionkeeper.errors import (
+    ConfigurationError,
+    SessionKeeperError,
+    StoreUnavailable,
+    UndecodableRecord,
+)
 from sessionkeeper.ids import storage_key
 from sessionkeeper.serialization import ValueCodec
-from sessionkeeper.stores.base import SessionRecord, SessionUpdate
+from sessionkeeper.stores.base import RecordCodec, SessionRecord, SessionUpdate
 from sessionkeeper.stores.memcached import (
     INDEX_PRUNE_AT,
     MAX_KEY_LENGTH,
+    MAX_RELATIVE_TTL,
+    MAX_SESSIONS_PER_USER,
     MemcachedItemTooLarge,
     MemcachedStore,
     build_client,
@@ -42,6 +50,7 @@ from sessionkeeper.stores.memcached import (
 )
 
 DAY = 24 * 3600
+CODEC = ValueCodec()
 COUNTED = ("cmd_get", "cmd_set", "cmd_touch", "cas_hits", "cas_badval", "cas_misses")
 
 
@@ -333,8 +342,10 @@ def test_login_lists_the_session_under_its_user(make_app: Callable[..., Flask],
     phone, laptop = app.test_client(), app.test_client()
     phone.post("/login/laowang")
     laptop.post("/login/laowang")
-    # The request's read, the user's list (gets + add), the new id (set), the old id gone.
-    assert ops_during(server, lambda: phone.post("/bind/42")) == no_ops(cmd_get=2, cmd_set=2)
+    # The request's read and a second one (a write that landed meanwhile moves too), the
+    # user's list (gets + add), the new id (set), the old id's forward record (add), the
+    # old id gone.
+    assert ops_during(server, lambda: phone.post("/bind/42")) == no_ops(cmd_get=3, cmd_set=3)
     laptop.post("/bind/42")
     keys = {"session:" + storage_key(browser.get_cookie("session").value)  # type: ignore[union-attr]
             for browser in (phone, laptop)}
@@ -423,22 +434,43 @@ def test_update_and_touch_never_recreate_a_deleted_record(store: MemcachedStore)
     assert store.load(key, time.time()) is not None
     store.delete(key)
     assert store.update(key, delta({"b": b"2"})) is False
-    store.touch(key, time.time(), time.time() + 3600)
+    assert store.touch(key, time.time(), time.time() + 3600) is False
     assert store.load(key, time.time()) is None
     store.delete(key)  # deleting what is gone is fine
 
 
-def test_server_ttls_follow_expiry_even_past_thirty_days(shared: ServerGroup) -> None:
+def server_clock(server: tuple[str, int]) -> int:
+    """The memcached server's own unix time (``stats`` ``time``): it reads absolute
+    expiries by this clock, which keeps ticking steadily when the machine's wall clock
+    is stepped (NTP), so the two can differ by the size of the step."""
+    client = Client(server, connect_timeout=5, timeout=5)
+    try:
+        return int(client.stats()[b"time"])
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize("clock_step", [0.0, 13.0, -13.0])
+def test_server_ttls_follow_expiry_even_past_thirty_days(
+        shared: ServerGroup, monkeypatch: pytest.MonkeyPatch, clock_step: float) -> None:
     server = shared[0]
+    # The wall clock stepped by clock_step since memcached started (as NTP does).
+    wall_clock = time.time
+    monkeypatch.setattr(time, "time", lambda: wall_clock() + clock_step)
     prefix = f"mc-ttl-{time.monotonic_ns()}:"
     store = MemcachedStore(build_client([server], timeout=5, key_prefix=prefix))
     cases = {"hour": 3600, "thirty-days": 30 * DAY, "forty-days": 40 * DAY, "a-year": 365 * DAY}
-    for name, lifetime in cases.items():
-        store.create(name, record({"v": b"1"}, lifetime=lifetime))
+    records = {name: record({"v": b"1"}, lifetime=lifetime) for name, lifetime in cases.items()}
+    for name, stored in records.items():
+        store.create(name, stored)
     for name, lifetime in cases.items():
         ttl = server_ttl(server, prefix + name)
+        # Up to 30 days memcached takes a duration; past that, a unix time it reads by
+        # its own clock.
+        expected = (lifetime if lifetime <= MAX_RELATIVE_TTL
+                    else records[name].expires_at - server_clock(server))
         # memcached's clock ticks in whole seconds and absolute times are rounded up.
-        assert ttl is not None and lifetime - 5 <= ttl <= lifetime + 5, (name, ttl)
+        assert ttl is not None and expected - 5 <= ttl <= expected + 5, (name, ttl, expected)
         assert store.load(name, time.time()) is not None
     # A touch moves the server TTL too.
     store.touch("hour", time.time(), time.time() + 2 * 3600)
@@ -457,11 +489,97 @@ def test_load_hides_records_past_their_expiry(store: MemcachedStore) -> None:
     assert store.load(key, time.time() + 61) is None
 
 
-def test_a_foreign_item_at_a_session_key_reads_as_no_session(store: MemcachedStore) -> None:
+def damaged_blobs() -> dict[str, bytes]:
+    now = time.time()
+    fields = {"v": {}, "c": now, "a": now, "e": now + 600, "p": True}
+    return {
+        "not a record": b"\xff not a record",
+        "empty": b"",
+        "JSON format": RecordCodec(ValueCodec("json")).dumps(record({"a": b"1"})),
+        "wrong field type": msgspec.msgpack.encode({**fields, "c": "yesterday"}),
+        "metadata missing": msgspec.msgpack.encode({"v": {}, "p": True}),
+        "a list": msgspec.msgpack.encode([1, 2, 3]),
+    }
+
+
+@pytest.mark.parametrize("damage", list(damaged_blobs()))
+def test_a_damaged_record_raises_undecodable_record(store: MemcachedStore,
+                                                    damage: str) -> None:
     key = "session:" + "d" * 64
-    store.client.set(key, b"\xff not a record", noreply=False)
-    assert store.load(key, time.time()) is None
+    store.client.set(key, damaged_blobs()[damage], noreply=False)
+    with pytest.raises(UndecodableRecord) as caught:
+        store.load(key, time.time())
+    assert caught.value.store == "memcached"
+    # Writes treat it as gone (its load removes it): never a 500, never revived.
     assert store.update(key, delta({"a": b"1"})) is False
+    assert store.touch(key, time.time(), time.time() + 600) is False
+    store.delete(key)
+    assert store.load(key, time.time()) is None
+
+
+def test_a_damaged_session_of_a_user_is_left_out_of_the_list(store: MemcachedStore) -> None:
+    kept, damaged = "session:" + "1" * 64, "session:" + "2" * 64
+    store.create(kept, record({"a": b"1"}, user_id="42"))
+    store.create(damaged, record({"a": b"1"}, user_id="42"))
+    store.client.set(damaged, b"\xff garbage", noreply=False)
+    assert store.keys_for_user("42", time.time()) == [kept]
+
+
+# -- add and touch ---------------------------------------------------------------------
+def test_add_claims_a_key_once(store: MemcachedStore) -> None:
+    key = "session:" + "3" * 64
+    assert store.add(key, record({"n": b"1"}, user_id="42")) is True
+    assert store.add(key, record({"n": b"2"}, user_id="7")) is False
+    loaded = store.load(key, time.time())
+    assert loaded is not None and loaded.values == {"n": b"1"} and loaded.user_id == "42"
+    assert store.keys_for_user("42", time.time()) == [key]
+
+
+def test_add_replaces_an_expired_or_damaged_record(store: MemcachedStore) -> None:
+    keeping = MemcachedStore(store.client, keep_expired=300)
+    expired, damaged = "session:" + "4" * 64, "session:" + "5" * 64
+    keeping.create(expired, record({"n": b"1"}, lifetime=-1))  # kept 300 s past expiry
+    assert store.client.get(expired) is not None
+    assert keeping.add(expired, record({"n": b"2"})) is True
+    assert keeping.load(expired, time.time()).values == {"n": b"2"}  # type: ignore[union-attr]
+
+    store.client.set(damaged, b"\xff garbage", noreply=False)
+    assert store.add(damaged, record({"n": b"3"})) is True
+    assert store.load(damaged, time.time()).values == {"n": b"3"}  # type: ignore[union-attr]
+
+
+def test_concurrent_adds_of_one_key_let_exactly_one_win(store: MemcachedStore) -> None:
+    claimants = 16
+    for attempt in range(10):  # a race lost once in a while must still show up
+        key = f"session:{attempt:064x}"
+        start = threading.Barrier(claimants)
+
+        def claim(n: int, key: str = key, start: threading.Barrier = start) -> bool:
+            start.wait(timeout=30)
+            return store.add(key, record({"n": CODEC.encode(n)}))
+
+        with ThreadPoolExecutor(claimants) as pool:
+            won = [n for n, ok in zip(range(claimants), pool.map(claim, range(claimants)),
+                                      strict=True) if ok]
+        assert len(won) == 1, f"{len(won)} claims of one key succeeded"
+        stored = store.load(key, time.time())
+        assert stored is not None and stored.values == {"n": CODEC.encode(won[0])}
+
+
+def test_touch_says_whether_the_session_was_there(store: MemcachedStore) -> None:
+    missing, key, expired = ("session:" + c * 64 for c in "678")
+    now = time.time()
+    assert store.touch(missing, now, now + 600) is False
+    assert store.client.get(missing) is None  # nothing created
+
+    store.create(key, record({"a": b"1"}, lifetime=60))
+    assert store.touch(key, now, now + 900) is True
+    assert store.load(key, now + 600) is not None
+
+    keeping = MemcachedStore(store.client, keep_expired=300)
+    keeping.create(expired, record({"a": b"1"}, lifetime=-1))
+    assert keeping.touch(expired, now, now + 600) is False  # kept, but never revived
+    assert keeping.load(expired, now) is None
 
 
 def test_sessions_of_a_user_are_listed_and_follow_changes(store: MemcachedStore) -> None:
@@ -487,9 +605,82 @@ def test_a_long_lived_user_index_stays_small(store: MemcachedStore) -> None:
         store.create(key, record({"a": b"1"}, user_id="busy"))
         store.delete(key)  # logged out again at once
     index_key = "session:user:" + hashlib.sha256(b"busy").hexdigest()
-    index = msgspec.msgpack.decode(store.client.get(index_key))
+    index = msgspec.msgpack.decode(store.client.get(index_key))["k"]
     assert 1 <= len(index) <= INDEX_PRUNE_AT  # pruned as it grew, not 40 entries
     assert store.keys_for_user("busy", time.time()) == []
+
+
+def index_key(store: MemcachedStore, user_id: str) -> str:
+    return f"{store.key_prefix}user:" + hashlib.sha256(user_id.encode()).hexdigest()
+
+
+def index_of(store: MemcachedStore, user_id: str) -> list[str]:
+    blob = store.client.get(index_key(store, user_id))
+    return [] if blob is None else list(msgspec.msgpack.decode(blob)["k"])
+
+
+def test_a_login_past_the_cap_revokes_the_oldest_session(store: MemcachedStore) -> None:
+    capped = MemcachedStore(store.client, max_sessions_per_user=3)
+    laptop, phone, tablet, desk, tv = ("session:" + c * 64 for c in "abcde")
+    for key in (laptop, phone, tablet):
+        capped.create(key, record({"a": b"1"}, user_id="42"))
+    capped.delete(phone)  # signed out: its index entry is stale until checked
+    capped.create(desk, record({"a": b"1"}, user_id="42"))
+    # Three live sessions: the stale entry made room, nobody was signed out.
+    assert index_of(capped, "42") == [laptop, tablet, desk]
+    assert capped.load(laptop, time.time()) is not None
+
+    capped.create(tv, record({"a": b"1"}, user_id="42"))  # a fourth live one
+    assert capped.load(laptop, time.time()) is None  # the oldest was revoked
+    assert index_of(capped, "42") == [tablet, desk, tv]
+    assert sorted(capped.keys_for_user("42", time.time())) == sorted([tablet, desk, tv])
+
+
+@pytest.mark.parametrize("cap", [0, -1, "5", 2.5, True])
+def test_a_bad_cap_is_refused(store: MemcachedStore, cap: Any) -> None:
+    with pytest.raises(ConfigurationError, match="max_sessions_per_user"):
+        MemcachedStore(store.client, max_sessions_per_user=cap)
+
+
+def test_a_user_with_fourteen_thousand_sessions_logs_in_cheaply(
+        make_app: Callable[..., Flask], dedicated: ServerGroup) -> None:
+    """A script that logs in without keeping its cookie piles up live sessions; their
+    index, kept by an earlier version as a bare list, is at memcached's 1 MB item limit."""
+    server = dedicated[0]  # memcached's default 1 MB item limit
+    app = session_app(make_app, {"SESSION_TYPE": "memcached",
+                                 "SESSION_MEMCACHED": address(server)})
+    store = app.extensions["sessionkeeper"].backend.store
+    first = app.test_client()
+    first.post("/login/laowang")
+    first.post("/bind/42")
+    first_key = "session:" + storage_key(first.get_cookie("session").value)  # type: ignore[union-attr]
+    piled = [f"session:{n:064x}" for n in range(14_100)]
+    blob = store.records.dumps(record({"user": CODEC.encode("bot")}, user_id="42"))
+    raw = Client(server, connect_timeout=5, timeout=30)
+    for start in range(0, len(piled), 1000):
+        assert not raw.set_many({k: blob for k in piled[start:start + 1000]}, expire=3600,
+                                noreply=False)
+    assert raw.set(index_key(store, "42"), msgspec.msgpack.encode([first_key, *piled]),
+                   noreply=False)
+    raw.close()
+
+    latest = app.test_client()
+    assert latest.post("/bind/42").status_code == 200  # checks the old index once
+    statuses: list[int] = []
+
+    def log_in_many() -> None:
+        for _ in range(100):
+            browser = app.test_client()
+            statuses.append(browser.post("/bind/42").status_code)
+
+    work = ops_during(server, log_in_many)
+    assert statuses == [200] * 100
+    assert work["cmd_get"] <= 5 * 100  # a few reads a login, not one per session
+    # The oldest sessions were revoked to fit the cap; the newest stay signed in.
+    assert first.get("/read").text == "please log in"
+    assert store.load(piled[0], time.time()) is None
+    assert store.load(piled[-1], time.time()) is not None
+    assert len(index_of(store, "42")) == store.max_sessions_per_user == MAX_SESSIONS_PER_USER
 
 
 @pytest.mark.parametrize("prefix", ["my app:", "sess\tion:", "séance:", "p" * 300])

@@ -5,12 +5,16 @@ Data layout (every key may carry the client's own ``key_prefix`` in front):
 - ``<SESSION_KEY_PREFIX><sha256 of the id>``: the whole record as one blob
   (:class:`RecordCodec`), with a server TTL from its ``expires_at``;
 - ``<SESSION_KEY_PREFIX>user:<sha256 of the user id>``: the keys of that user's sessions
-  (the per-user index), kept without TTL and pruned as it is read and rewritten.
+  (the per-user index), oldest first, kept without TTL. It holds at most
+  ``max_sessions_per_user`` keys: a login past that revokes the user's oldest sessions,
+  so the index stays far below memcached's item size and a login never reads more
+  than a bounded number of records. Entries of sessions that ended are dropped when
+  the whole index is checked, which happens once per half its length in additions.
 
 Round trips: a read is one ``gets``; a changing request adds one ``cas`` (the CAS token
 of its own read is reused; only a conflicting concurrent write costs a re-read and a
 retry); a refresh is one ``cas``; a new session is one ``set`` (plus the index when it
-is bound to a user).
+is bound to a user); claiming a key (``add``) is one ``add``.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ from pymemcache.exceptions import (
     MemcacheUnexpectedCloseError,
 )
 
-from ..errors import ConfigurationError, SessionKeeperError, StoreUnavailable
+from ..errors import ConfigurationError, SessionKeeperError, StoreUnavailable, UndecodableRecord
 from ..serialization import ValueCodec
 from ..settings import Settings, seconds
 from .base import RecordCodec, SessionRecord, SessionStore, SessionUpdate
@@ -59,8 +63,17 @@ _HASHED_KEY = "skh:"  # marks keys replaced by their hash (see memcached_key)
 HASHED_KEY_LENGTH = len(_HASHED_KEY) + 64
 #: optimistic writes give up (503) after this many conflicting concurrent writes
 MAX_CAS_TRIES = 20
-#: an index this long is checked for sessions that are gone before it grows further
+#: an index is checked in full for sessions that are gone after this many additions,
+#: or half its length if more: a login costs a bounded number of reads on average
 INDEX_PRUNE_AT = 10
+#: the most sessions one user keeps by default; a login past it revokes the oldest
+MAX_SESSIONS_PER_USER = 1000
+#: whatever the cap, an index stays this small (memcached keeps items up to 1 MB)
+INDEX_MAX_BYTES = 256 * 1024
+#: a cap up to this many sessions counts live sessions exactly (the index is checked in
+#: full when it is reached); a larger one counts index entries, which may include
+#: sessions that ended since the last full check
+EXACT_CAP_UP_TO = 100
 
 _PLAIN_KEY = re.compile(rb"[\x21-\x7e]+")  # printable ASCII: no spaces, no control chars
 # A pooled connection the server closed (it restarted): one retry on a fresh one is safe,
@@ -236,6 +249,14 @@ def store_from_settings(settings: Settings, codec: ValueCodec) -> MemcachedStore
 # -- the store -----------------------------------------------------------------------
 
 
+class _Index(msgspec.Struct):
+    """A user's index: session keys, oldest first, and the additions since it was last
+    checked in full. (Older versions stored the bare list; it still reads.)"""
+
+    k: list[str]
+    n: int = 0
+
+
 def memcached_key(key: str, room: int = MAX_KEY_LENGTH) -> str:
     """``key`` if memcached accepts it within ``room`` bytes, else a fixed-length hash.
 
@@ -273,7 +294,15 @@ class MemcachedStore(SessionStore):
     name = "memcached"
 
     def __init__(self, client: MemcacheClient, *, codec: ValueCodec | None = None,
-                 key_prefix: str = "session:", keep_expired: float = 0.0) -> None:
+                 key_prefix: str = "session:", keep_expired: float = 0.0,
+                 max_sessions_per_user: int = MAX_SESSIONS_PER_USER) -> None:
+        if (not isinstance(max_sessions_per_user, int) or isinstance(max_sessions_per_user, bool)
+                or max_sessions_per_user < 1):
+            raise ConfigurationError("the memcached store's max_sessions_per_user must be a "
+                                     f"positive whole number, not {max_sessions_per_user!r}")
+        #: a login past this many sessions of one user revokes the oldest (Spring
+        #: Session's maximumSessions): the index must fit in one memcached item
+        self.max_sessions_per_user = max_sessions_per_user
         self.client = client
         #: seconds memcached keeps a record past its expiry (SESSION_KEEP_EXPIRED), so that
         #: a user coming back meanwhile is told apart from an unknown id (session_expired)
@@ -281,8 +310,8 @@ class MemcachedStore(SessionStore):
         self.codec = codec or ValueCodec()
         self.records = RecordCodec(self.codec)
         self.key_prefix = key_prefix
-        self._list_encode = self.codec.module.Encoder().encode
-        self._list_decode = self.codec.module.Decoder(list[str]).decode
+        self._index_encode = self.codec.module.Encoder().encode
+        self._index_decoder = self.codec.module.Decoder(list[str] | _Index).decode
         # HashClient skips a server it marked as failing and returns a default instead of
         # raising: those answers must be told apart from "not found".
         self._hashed = isinstance(client, HashClient)
@@ -339,20 +368,19 @@ class MemcachedStore(SessionStore):
         return blob, cas
 
     def _read(self, key: str) -> _Seen | None:
+        """The record under ``key`` with its CAS token, None when there is none;
+        :class:`UndecodableRecord` when the item is not a record this store can read."""
         blob, cas = self._gets(self._mkey(key))
         if blob is None or cas is None:
             return None
-        record = self._decode(blob, key)
-        return None if record is None else _Seen(key, cas, record)
+        return _Seen(key, cas, self._decode(blob))
 
-    def _decode(self, blob: Any, key: str) -> SessionRecord | None:
+    def _decode(self, blob: Any) -> SessionRecord:
         try:
             return self.records.loads(blob)
-        except (msgspec.DecodeError, TypeError):
-            # Not a record this store wrote (e.g. a client serde changed the bytes).
-            logger.warning("memcached item %s is not a session record; ignoring it",
-                           self._mkey(key))
-            return None
+        except UndecodableRecord as exc:
+            # Damaged, another SESSION_SERIALIZATION_FORMAT, or a client serde's bytes.
+            raise UndecodableRecord(self.name, exc.reason) from exc
 
     def _take_seen(self, key: str) -> _Seen | None:
         seen: _Seen | None = getattr(self._seen, "last", None)
@@ -369,14 +397,20 @@ class MemcachedStore(SessionStore):
         return result
 
     def _rewrite(self, key: str, change: Callable[[SessionRecord], SessionRecord],
-                 ) -> SessionRecord | None:
-        """Apply ``change`` with a CAS loop; the record it changed, or None when gone."""
+                 live_at: float | None = None) -> SessionRecord | None:
+        """Apply ``change`` with a CAS loop; the record it changed, or None when gone
+        (or, given ``live_at``, expired then)."""
         seen = self._take_seen(key)
         for attempt in range(MAX_CAS_TRIES):
             if seen is None:
-                seen = self._read(key)
+                try:
+                    seen = self._read(key)
+                except UndecodableRecord:
+                    return None  # as good as gone: its next load removes it
                 if seen is None:
                     return None
+            if live_at is not None and seen.record.expires_at <= live_at:
+                return None  # expired, kept for SESSION_KEEP_EXPIRED only: never revived
             written = self._cas(key, change(seen.record), seen.cas)
             if written is None:
                 return None
@@ -390,6 +424,7 @@ class MemcachedStore(SessionStore):
 
     # -- interface -----------------------------------------------------------------------
     def load(self, key: str, now: float) -> SessionRecord | None:
+        self._seen.last = None
         seen = self._read(key)
         self._seen.last = seen
         if seen is None or seen.record.expires_at <= now:
@@ -412,6 +447,32 @@ class MemcachedStore(SessionStore):
         if not stored:
             raise StoreUnavailable(self.name, "the record was not stored")
 
+    def add(self, key: str, record: SessionRecord) -> bool:
+        self._take_seen(key)
+        if record.user_id is not None:
+            self._index_change(record.user_id, add=key)  # first, as in create()
+        blob = self.records.dumps(record)
+        expire = _exptime(record.expires_at + self.keep_expired, time.time())
+        mkey = self._mkey(key)
+        for _ in range(MAX_CAS_TRIES):
+            if self._call(lambda c: c.add(mkey, blob, expire=expire, noreply=False),
+                          len(blob)):
+                return True
+            # Taken; an expired record (kept for SESSION_KEEP_EXPIRED) or a damaged item
+            # counts as absent and is replaced, unless it changed meanwhile.
+            held, cas = self._gets(mkey)
+            if held is None or cas is None:
+                continue  # gone meanwhile: add again
+            try:
+                if self.records.loads(held).expires_at > record.accessed_at:
+                    return False
+            except UndecodableRecord:
+                pass
+            if self._cas(key, record, cas):
+                return True
+        raise StoreUnavailable(
+            self.name, f"{MAX_CAS_TRIES} conflicting concurrent writes to one session")
+
     def update(self, key: str, update: SessionUpdate) -> bool:
         new_user = update.user_id if update.user_id_changed else None
         if new_user is not None:
@@ -433,9 +494,10 @@ class MemcachedStore(SessionStore):
             self._index_change(old_user, drop={key})
         return True
 
-    def touch(self, key: str, accessed_at: float, expires_at: float) -> None:
-        self._rewrite(key, lambda current: replace(current, accessed_at=accessed_at,
-                                                   expires_at=expires_at))
+    def touch(self, key: str, accessed_at: float, expires_at: float) -> bool:
+        changed = self._rewrite(key, lambda current: replace(
+            current, accessed_at=accessed_at, expires_at=expires_at), live_at=accessed_at)
+        return changed is not None
 
     def delete(self, key: str) -> None:
         self._take_seen(key)
@@ -447,7 +509,7 @@ class MemcachedStore(SessionStore):
 
     def keys_for_user(self, user_id: str, now: float) -> list[str]:
         blob, _cas = self._gets(self._index_key(user_id))
-        keys = self._index_decode(blob)
+        keys = self._index_decode(blob).k
         records = self._records_of(user_id, keys)
         if len(records) < len(keys):
             # Sessions that ended (or changed hands) leave the index; one try is enough.
@@ -473,33 +535,76 @@ class MemcachedStore(SessionStore):
         digest = hashlib.sha256(user_id.encode("utf-8")).hexdigest()
         return self._mkey(f"{self.key_prefix}user:{digest}")
 
-    def _index_decode(self, blob: bytes | None) -> list[str]:
+    def _index_decode(self, blob: bytes | None) -> _Index:
         if blob is None:
-            return []
+            return _Index([])
         try:
-            return self._list_decode(blob)
+            index = self._index_decoder(blob)
         except (msgspec.DecodeError, TypeError):
-            return []
+            return _Index([])
+        if isinstance(index, list):  # the bare list of older versions: never checked
+            return _Index(index, len(index))
+        return index
+
+    def _index_limit(self, key: str) -> int:
+        """The most keys an index keeps: the cap, or fewer if its keys are very long."""
+        return max(1, min(self.max_sessions_per_user,
+                          INDEX_MAX_BYTES // (len(key.encode("utf-8")) + 8)))
 
     def _index_change(self, user_id: str, *, add: str | None = None,
                       drop: Collection[str] = (), best_effort: bool = False) -> None:
-        """Add a key to, or drop keys from, a user's index, with a CAS loop."""
+        """Add a key to, or drop keys from, a user's index, with a CAS loop.
+
+        An addition checks the whole index for sessions that are gone once per
+        INDEX_PRUNE_AT additions, or half its length if more (a bounded average cost),
+        and past ``max_sessions_per_user`` revokes the user's oldest sessions (checking
+        first, for a cap up to EXACT_CAP_UP_TO, which entries are still sessions).
+        """
         ikey = self._index_key(user_id)
         for _ in range(1 if best_effort else MAX_CAS_TRIES):
             blob, cas = self._gets(ikey)
             old = self._index_decode(blob)
-            new = [k for k in old if k not in drop]
-            if add is not None and add not in new:
-                if len(new) >= INDEX_PRUNE_AT:
-                    new = list(self._records_of(user_id, new))
-                new.append(add)
+            keys = [k for k in old.k if k not in drop]
+            added = old.n
+            evicted: list[str] = []
+            checked: Collection[str] = ()
+            if add is not None and add not in keys:
+                limit = self._index_limit(add)
+                due = added + 1 >= max(INDEX_PRUNE_AT, len(keys) // 2)
+                # A small cap is enforced on live sessions only: checked when reached.
+                if due or (len(keys) >= limit and limit <= EXACT_CAP_UP_TO):
+                    now = time.time()
+                    checked = {k: None for k, record in self._records_of(user_id, keys).items()
+                               if record.expires_at > now}.keys()
+                    keys, added = list(checked), 0
+                keys.append(add)
+                added += 1
+                excess = len(keys) - limit
+                if excess > 0:
+                    evicted, keys = keys[:excess], keys[excess:]
+            new = _Index(keys, added)
             if new == old:
                 return
-            if self._write_index(ikey, self._list_encode(new), cas):
+            # Revoked before the index forgets them: a session never outlives its entry.
+            self._revoke(user_id, evicted, checked)
+            if self._write_index(ikey, self._index_encode(new), cas):
                 return
         if not best_effort:
             raise StoreUnavailable(
                 self.name, f"{MAX_CAS_TRIES} conflicting concurrent writes to a user index")
+
+    def _revoke(self, user_id: str, keys: list[str], checked: Collection[str]) -> None:
+        """End those of ``keys`` that are still sessions of ``user_id`` (over the cap);
+        ``checked`` keys were just found to be."""
+        if not keys:
+            return
+        unsure = [k for k in keys if k not in checked]
+        mkeys = [self._mkey(k) for k in keys if k in checked]
+        mkeys += [self._mkey(k) for k in self._records_of(user_id, unsure)]
+        if mkeys:
+            self._call(lambda c: c.delete_many(mkeys, noreply=False))
+            logger.info("a user had more than %d sessions: the %d oldest were revoked",
+                        self.max_sessions_per_user, len(mkeys))
 
     def _write_index(self, ikey: str, data: bytes, cas: bytes | None) -> bool:
         """Store an index (no TTL: see the module doc) unless it changed since read."""
@@ -515,8 +620,11 @@ class MemcachedStore(SessionStore):
         by_mkey = {self._mkey(k): k for k in keys}
         found: dict[str, SessionRecord] = {}
         for mkey, blob in self._fetch_many(list(by_mkey)):
-            record = self._decode(blob, by_mkey[mkey])
-            if record is not None and record.user_id == user_id:
+            try:
+                record = self._decode(blob)
+            except UndecodableRecord:
+                continue  # not listed; its next load removes it
+            if record.user_id == user_id:
                 found[by_mkey[mkey]] = record
         return {k: found[k] for k in by_mkey.values() if k in found}
 
