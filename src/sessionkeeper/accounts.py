@@ -21,6 +21,7 @@ from typing import Any
 from . import signals
 from .backend import logger
 from .client_side import CookieSessions
+from .errors import UndecodableRecord
 from .model import DEVICE_KEY, Session
 from .server_side import ServerSideSessions
 from .stores.base import SessionRecord
@@ -103,7 +104,10 @@ class UserSessions:
         now = backend.clock()
         live = []
         for key in backend.store.keys_for_user(user_id, now):
-            record = backend.store.load(key, now)
+            try:
+                record = backend.store.load(key, now)
+            except UndecodableRecord:
+                continue  # damaged: not a session anyone can use, so not listed
             if (record is not None and record.user_id == user_id
                     and not backend.policy.is_expired(record.created_at, record.expires_at,
                                                       now, record.accessed_at)):

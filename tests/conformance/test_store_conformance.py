@@ -446,10 +446,23 @@ def test_regeneration_keeps_the_data_and_retires_the_old_id(store: SessionStore)
     assert cookie is not None and cookie.value not in (None, old)
     renewed, _ = run(backend, cookie.value, lambda s: None)
     assert dict(renewed) == {"cart": [1, 2], "user": "alice"}
+    # Within SESSION_ROTATION_GRACE the old id gets no session (it never sees the new
+    # one) and its response leaves the browser's new cookie alone.
     stale, stale_cookie = run(backend, old, lambda s: s.get("user"))
     assert stale.new and "user" not in stale
-    assert stale_cookie is not None and stale_cookie.delete  # the dead cookie is cleared
+    assert stale_cookie is None
     assert store.load(backend.key(old), time.time()) is None
+
+
+def test_without_a_grace_window_a_regenerated_id_is_cleared_like_any_stale_one(
+        store: SessionStore) -> None:
+    backend = sessions_for(store)
+    backend.rotation_grace = 0
+    old = issued_token(backend, user="alice")
+    _, cookie = run(backend, old, lambda s: s.regenerate())
+    assert cookie is not None and cookie.value not in (None, old)
+    stale, stale_cookie = run(backend, old, lambda s: s.get("user"))
+    assert stale.new and stale_cookie is not None and stale_cookie.delete
 
 
 def test_login_binds_the_user_to_a_new_id(store: SessionStore) -> None:

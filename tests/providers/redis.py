@@ -38,8 +38,11 @@ class IsolatedRedisStore(RedisStore):
     def update(self, key: str, update: SessionUpdate) -> bool:
         return super().update(self.key_prefix + key, update)
 
-    def touch(self, key: str, accessed_at: float, expires_at: float) -> None:
-        super().touch(self.key_prefix + key, accessed_at, expires_at)
+    def add(self, key: str, record: SessionRecord) -> bool:
+        return super().add(self.key_prefix + key, record)
+
+    def touch(self, key: str, accessed_at: float, expires_at: float) -> bool:
+        return super().touch(self.key_prefix + key, accessed_at, expires_at)
 
     def delete(self, key: str) -> None:
         super().delete(self.key_prefix + key)

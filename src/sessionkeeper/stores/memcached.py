@@ -242,8 +242,12 @@ def store_from_settings(settings: Settings, codec: ValueCodec) -> MemcachedStore
     timeout = seconds(config.get("SESSION_MEMCACHED_TIMEOUT", DEFAULT_TIMEOUT),
                       "SESSION_MEMCACHED_TIMEOUT")
     client = client_from_setting(config.get("SESSION_MEMCACHED"), timeout)
+    cap = config.get("SESSION_MEMCACHED_MAX_SESSIONS_PER_USER", MAX_SESSIONS_PER_USER)
+    if not isinstance(cap, int) or isinstance(cap, bool) or cap < 1:
+        raise ConfigurationError("SESSION_MEMCACHED_MAX_SESSIONS_PER_USER must be a whole "
+                                 f"number of at least 1, not {cap!r}")
     return MemcachedStore(client, codec=codec, key_prefix=settings.key_prefix,
-                          keep_expired=settings.keep_expired)
+                          keep_expired=settings.keep_expired, max_sessions_per_user=cap)
 
 
 # -- the store -----------------------------------------------------------------------
