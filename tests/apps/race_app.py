@@ -7,6 +7,7 @@ flight while another one of the same browser runs.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 
@@ -119,3 +120,31 @@ def flask_login_view(user: str) -> ResponseReturnValue:
 @app.get("/pid")
 def pid() -> str:
     return str(os.getpid())
+
+
+@app.post("/async/cart/<item>")
+async def add_to_cart_async(item: str) -> ResponseReturnValue:
+    cart = session.get("cart", [])
+    await asyncio.sleep(float(request.args.get("linger", "0")))
+    session["cart"] = [*cart, item]
+    return "added"
+
+
+@app.get("/async/me")
+async def me_async() -> ResponseReturnValue:
+    await asyncio.sleep(0)
+    return jsonify({"username": session.get("username"), "cart": session.get("cart", []),
+                    "user": session.user_id})
+
+
+@app.post("/async/set/<key>")
+async def set_key_async(key: str) -> ResponseReturnValue:
+    session.get("started")  # load first, then linger with that state
+    await asyncio.sleep(float(request.args.get("linger", "0")))
+    session[key] = True
+    return "set"
+
+
+@app.get("/keys")
+def keys() -> ResponseReturnValue:
+    return jsonify(sorted(session.keys()))
