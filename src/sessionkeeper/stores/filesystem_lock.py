@@ -1,0 +1,91 @@
+"""The filesystem store's per-session lock: an ``flock`` on the record file itself.
+
+A record is replaced by renaming a new file over it, so a lock taken on a file is
+checked once held: when the path now names another file (or none), the lock is dropped
+and taken on the current one. ``flock`` cannot wait with a timeout, so waiting polls
+with a growing pause: a frozen holder blocks only its own session, and only for the
+bounded wait.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from ..errors import StoreUnavailable
+
+_FIRST_PAUSE = 0.0002
+_LONGEST_PAUSE = 0.01
+
+
+class LockBusy(Exception):
+    """The record stayed locked by someone else for the whole wait."""
+
+
+class SessionLocked(StoreUnavailable):
+    """One session's record stayed locked (a request of that session is stuck) for
+    longer than the filesystem store's lock timeout. Other sessions are unaffected."""
+
+    def __init__(self, store: str, waited: float) -> None:
+        super().__init__(store, f"another request of this session has held its lock for "
+                                f"more than {waited:g}s (SESSION_FILE_LOCK_TIMEOUT)")
+
+
+def _same_file(fd: int, path: str) -> bool:
+    held = os.fstat(fd)
+    try:
+        current = os.stat(path)
+    except FileNotFoundError:
+        return False
+    return (held.st_dev, held.st_ino) == (current.st_dev, current.st_ino)
+
+
+def lock_record(path: str, wait: float) -> int | None:
+    """A descriptor of the file at ``path``, exclusively locked (closing it unlocks);
+    None when there is no such file. Raises :class:`LockBusy` after ``wait`` seconds
+    (``wait=0``: one try)."""
+    deadline = time.monotonic() + wait
+    pause = _FIRST_PAUSE
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR)
+        except FileNotFoundError:
+            return None
+        try:
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise LockBusy(path) from None
+                    time.sleep(min(pause, remaining))
+                    pause = min(pause * 2, _LONGEST_PAUSE)
+            if _same_file(fd, path):
+                return fd
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)  # replaced or removed while we waited: lock the current file
+        if time.monotonic() >= deadline:
+            raise LockBusy(path)
+
+
+@contextmanager
+def locked_record(path: str, wait: float, store: str) -> Iterator[int | None]:
+    """``lock_record`` for a ``with`` block; :class:`SessionLocked` after ``wait``."""
+    try:
+        fd = lock_record(path, wait)
+    except LockBusy:
+        raise SessionLocked(store, wait) from None
+    except OSError as exc:
+        raise StoreUnavailable(store, exc) from exc
+    try:
+        yield fd
+    finally:
+        if fd is not None:
+            os.close(fd)
