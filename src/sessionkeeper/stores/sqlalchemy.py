@@ -18,6 +18,9 @@ reused), the delta merged in Python, and written back with
 between, no row matches and the save re-reads and retries, so concurrent requests of one
 session never lose each other's keys; when the row is gone (a logout), the save reports
 it and nothing is recreated.
+
+Rows are read back strictly (stores/sql_rows.py: a row that no longer decodes raises
+UndecodableRecord) and written only when they fit the database (stores/sql_limits.py).
 """
 
 from __future__ import annotations
@@ -41,12 +44,24 @@ import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import mysql
 
-from ..errors import ConfigurationError, StoreUnavailable
+from ..errors import ConfigurationError, StoreUnavailable, UndecodableRecord
 from ..serialization import ValueCodec
 from ..settings import Settings, seconds
 from .base import SessionRecord, SessionStore, SessionUpdate
 from .sql_direct import DirectSelect, direct_select
-from .sqlite_wal import use_wal
+from .sql_limits import (
+    DataLimit,
+    SQLRecordTooLarge,
+    is_packet_too_large,
+    mysql_limit,
+    postgresql_limit,
+    sqlite_length,
+    sqlite_limit,
+)
+from .sql_rows import like_prefix, record_of_row, under_prefix, unpack_values
+from .sqlite_wal import create_private, use_wal
+
+__all__ = ["SQLAlchemyStore", "SQLRecordTooLarge", "engine_from_url", "session_table"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -198,23 +213,35 @@ class SQLAlchemyStore(SessionStore):
         metadata: sa.MetaData | None = None,
         codec: ValueCodec | None = None,
         owns_engine: bool = False,
+        key_prefix: str | None = None,
     ) -> None:
+        """``key_prefix``: the app's SESSION_KEY_PREFIX; ``keys_for_user`` then lists only
+        keys under it, so apps sharing the table never see each other's sessions (None:
+        every key)."""
         self.engine = engine
+        self.key_prefix = key_prefix
         self.codec = codec or ValueCodec()
         self.table = _table_in(metadata or sa.MetaData(), table, schema)
         self._owns_engine = owns_engine
         self._commits = engine not in _AUTOCOMMIT_ENGINES
         self._seen = threading.local()
         t = self.table
+        # permanent as the database holds it (0/1 where it has no BOOLEAN), not turned
+        # into a bool by Core, so both read paths check the same values (sql_rows.py).
         self._load = sa.select(
-            t.c.data, t.c.created_at, t.c.accessed_at, t.c.expires_at, t.c.permanent,
-            t.c.user_id, t.c.version,
+            t.c.data, t.c.created_at, t.c.accessed_at, t.c.expires_at,
+            sa.type_coerce(t.c.permanent, sa.types.NullType()), t.c.user_id, t.c.version,
         ).where(t.c.key == sa.bindparam("k"), t.c.expires_at > sa.bindparam("now"))
         self._read_current = sa.select(t.c.data, t.c.version).where(
             t.c.key == sa.bindparam("k"))
         self._dialect = engine.dialect
         #: the read every request makes, straight to the driver when it allows
         self._direct_load = direct_select(engine, self._load, _WATCHDOGS.get(engine))
+        #: the most bytes of data a row takes (None: no known limit); for MariaDB/MySQL
+        #: and SQLite asked once (at check(), or the first write), for PostgreSQL fixed
+        self._limit: DataLimit | None = (postgresql_limit()
+                                         if self._dialect.name == "postgresql" else None)
+        self._limit_known = self._dialect.name not in ("mysql", "mariadb", "sqlite")
 
     # -- connections ---------------------------------------------------------------
     @contextmanager
@@ -273,38 +300,123 @@ class SQLAlchemyStore(SessionStore):
                 row = direct.first(
                     {"k": _KEY_TYPE.process_bind_param(key, self._dialect), "now": now})
             else:
-                with self.engine.connect() as conn:
-                    row = conn.execute(self._load, {"k": key, "now": now}).first()
+                row = self._load_through_core(key, now)
         if row is None:
             return None
         data, created_at, accessed_at, expires_at, permanent, user_id, version = row
-        values = self.codec.unpack(data)
-        self._seen.entry = _Seen(key, version, values)
-        # Plain DBAPI values on the direct path: the same conversions Core would make.
-        return SessionRecord(values=dict(values), created_at=float(created_at),
-                             accessed_at=float(accessed_at), expires_at=float(expires_at),
-                             permanent=bool(permanent),
-                             user_id=_USER_TYPE.process_result_value(user_id, self._dialect),
-                             version=int(version))
+        try:
+            # Plain DBAPI values on the direct path: the conversion Core would make.
+            user_id = _USER_TYPE.process_result_value(user_id, self._dialect)
+        except ValueError as exc:  # not UTF-8
+            raise UndecodableRecord(self.name, f"user_id does not decode ({exc})") from exc
+        record = record_of_row(self.name, self.codec, data, created_at, accessed_at,
+                               expires_at, permanent, user_id, version)
+        self._seen.entry = _Seen(key, record.version, record.values)
+        record.values = dict(record.values)  # the caller's copy; _Seen keeps the original
+        return record
+
+    def _load_through_core(self, key: str, now: float) -> Any:
+        with self.engine.connect() as conn:
+            try:
+                return conn.execute(self._load, {"k": key, "now": now}).first()
+            except (ValueError, TypeError) as exc:  # a result processor met a damaged value
+                raise UndecodableRecord(self.name, exc) from exc
 
     def create(self, key: str, record: SessionRecord) -> None:
         _check_key(key)
         _check_user_id(record.user_id)
+        data = self._packed(record.values)
         try:
-            self._insert(key, record)
+            self._insert(key, record, data)
         except _Disconnected:
             # IntegrityError here: the first insert landed before its connection was lost.
             with contextlib.suppress(sa_exc.IntegrityError):
-                self._insert(key, record)
+                self._insert(key, record, data)
 
-    def _insert(self, key: str, record: SessionRecord) -> None:
+    def add(self, key: str, record: SessionRecord) -> bool:
+        """An INSERT, which the primary key lets only one request win; a row there that
+        expired is removed first."""
+        _check_key(key)
+        _check_user_id(record.user_id)
+        data = self._packed(record.values)
+        try:
+            return self._claim(key, record, data)
+        except _Disconnected:
+            # The first INSERT may have landed before its connection was lost: a row
+            # holding exactly our data is our own.
+            return self._claim(key, record, data) or self._holds(key, data)
+
+    def _claim(self, key: str, record: SessionRecord, data: bytes) -> bool:
+        with contextlib.suppress(sa_exc.IntegrityError):
+            self._insert(key, record, data)
+            return True
+        t = self.table
         with self._connection() as conn:
-            conn.execute(sa.insert(self.table).values(
-                key=key, data=self.codec.pack(record.values), created_at=record.created_at,
+            conn.execute(sa.delete(t).where(t.c.key == key,
+                                            t.c.expires_at <= record.accessed_at))
+            self._commit(conn)
+        with contextlib.suppress(sa_exc.IntegrityError):
+            self._insert(key, record, data)
+            return True
+        return False  # a live row holds the key
+
+    def _holds(self, key: str, data: bytes) -> bool:
+        t = self.table
+        with self._connection() as conn:
+            stored = conn.execute(sa.select(t.c.data).where(t.c.key == key)).scalar()
+        return stored is not None and bytes(stored) == data
+
+    def _insert(self, key: str, record: SessionRecord, data: bytes) -> None:
+        with self._connection() as conn:
+            self._send(conn, sa.insert(self.table).values(
+                key=key, data=data, created_at=record.created_at,
                 accessed_at=record.accessed_at, expires_at=record.expires_at,
                 permanent=record.permanent, user_id=record.user_id, version=1,
-            ))
+            ), len(data))
             self._commit(conn)
+
+    # -- sizes ------------------------------------------------------------------------
+    def _packed(self, values: dict[str, bytes]) -> bytes:
+        """The data column of ``values``, checked to fit a row before it is sent."""
+        data = self.codec.pack(values)
+        limit = self._limit if self._limit_known else self._data_limit()
+        if limit is not None and len(data) > limit.size:
+            raise SQLRecordTooLarge(self.name, len(data), limit)
+        return data
+
+    def _data_limit(self) -> DataLimit | None:
+        if not self._limit_known:
+            self._limit = self._ask_limit()
+            self._limit_known = True
+        return self._limit
+
+    @_retry_on_disconnect
+    def _ask_limit(self) -> DataLimit | None:
+        with self._connection() as conn:
+            if self._dialect.name == "sqlite":
+                return sqlite_limit(sqlite_length(conn.connection.dbapi_connection))
+            try:
+                packet = conn.execute(sa.text("SELECT @@max_allowed_packet")).scalar()
+            except sa_exc.DBAPIError as exc:
+                if exc.connection_invalidated:
+                    raise
+                return None  # a server (or proxy) that does not say: no check
+            return mysql_limit(int(packet)) if packet else None
+
+    def _send(self, conn: sa.Connection, statement: Any, size: int) -> Any:
+        """Execute a statement carrying ``size`` bytes of data; the server refusing it as
+        too large (its limit was lowered since it was asked) is SQLRecordTooLarge."""
+        try:
+            return conn.execute(statement)
+        except sa_exc.DBAPIError as exc:
+            if not is_packet_too_large(exc.orig or exc):
+                raise
+            known = self._limit
+            self._limit_known = False
+            with contextlib.suppress(StoreUnavailable):
+                known = self._data_limit() or known
+            raise SQLRecordTooLarge(self.name, size, known or DataLimit(
+                0, "the server's max_allowed_packet (it did not say how much)")) from exc
 
     @_retry_on_disconnect
     def update(self, key: str, update: SessionUpdate) -> bool:
@@ -318,7 +430,8 @@ class SQLAlchemyStore(SessionStore):
                     if row is None:
                         conn.rollback()
                         return False  # destroyed meanwhile (a logout): never recreate it
-                    seen = _Seen(key, row.version, self.codec.unpack(row.data))
+                    seen = _Seen(key, row.version,
+                                 unpack_values(self.name, self.codec, row.data))
                 if self._write(conn, seen, update):
                     self._commit(conn)
                     return True
@@ -334,8 +447,9 @@ class SQLAlchemyStore(SessionStore):
     def _write(self, conn: sa.Connection, seen: _Seen, update: SessionUpdate) -> bool:
         """Write the merged row if it is still at the version read; True when it was."""
         t = self.table
+        data = self._packed(update.apply_to(seen.values))
         changes: dict[str, Any] = {
-            "data": self.codec.pack(update.apply_to(seen.values)),
+            "data": data,
             "version": seen.version + 1,
             "accessed_at": update.accessed_at,
             "expires_at": update.expires_at,
@@ -343,8 +457,8 @@ class SQLAlchemyStore(SessionStore):
         }
         if update.user_id_changed:
             changes["user_id"] = update.user_id
-        result = conn.execute(
-            sa.update(t).where(t.c.key == seen.key, t.c.version == seen.version).values(changes))
+        result = self._send(conn, sa.update(t).where(
+            t.c.key == seen.key, t.c.version == seen.version).values(changes), len(data))
         return bool(result.rowcount)
 
     def _take_seen(self, key: str) -> _Seen | None:
@@ -353,12 +467,13 @@ class SQLAlchemyStore(SessionStore):
         return seen if seen is not None and seen.key == key else None
 
     @_retry_on_disconnect
-    def touch(self, key: str, accessed_at: float, expires_at: float) -> None:
+    def touch(self, key: str, accessed_at: float, expires_at: float) -> bool:
         t = self.table
         with self._connection() as conn:
-            conn.execute(sa.update(t).where(t.c.key == key).values(
-                accessed_at=accessed_at, expires_at=expires_at))
+            touched = conn.execute(sa.update(t).where(t.c.key == key).values(
+                accessed_at=accessed_at, expires_at=expires_at)).rowcount
             self._commit(conn)
+        return bool(touched)
 
     @_retry_on_disconnect
     def delete(self, key: str) -> None:
@@ -378,15 +493,22 @@ class SQLAlchemyStore(SessionStore):
     @_retry_on_disconnect
     def keys_for_user(self, user_id: str, now: float) -> list[str]:
         t = self.table
+        query = sa.select(t.c.key).where(t.c.user_id == user_id, t.c.expires_at > now)
+        prefix = self.key_prefix
+        if prefix is None:
+            with self._connection() as conn:
+                return [row.key for row in conn.execute(query)]
+        # LIKE narrows it down in the database; the exact test (LIKE may ignore case,
+        # and a longer prefix starting with this one matches too) is made here.
+        query = query.where(t.c.key.like(like_prefix(prefix), escape="/"))
         with self._connection() as conn:
-            rows = conn.execute(
-                sa.select(t.c.key).where(t.c.user_id == user_id, t.c.expires_at > now))
-            return [row.key for row in rows]
+            return [row.key for row in conn.execute(query) if under_prefix(row.key, prefix)]
 
     def check(self) -> None:
         with self._connection() as conn:
             conn.execute(sa.select(sa.literal(1)))
         self.create_table()
+        self._data_limit()  # now, not in the first request that writes
 
     def create_table(self) -> None:
         """Create the schema (where the database has them), table and indexes if missing.
@@ -505,6 +627,7 @@ def engine_from_url(url: str | sa.URL, *, timeout: float = DEFAULT_TIMEOUT) -> s
         _AUTOCOMMIT_ENGINES.add(engine)
     _fresh_pool_after_fork(engine)
     if backend == "sqlite":
+        _create_sqlite_file(parsed)
         _use_wal(engine, timeout)
     if driver in _WATCHED_DRIVERS:
         _watch_statements(engine, _StatementWatchdog(timeout))
@@ -638,6 +761,16 @@ def _fresh_pool_after_fork(engine: sa.Engine) -> None:
     os.register_at_fork(after_in_child=in_child)
 
 
+def _create_sqlite_file(url: sa.URL) -> None:
+    """Create a SQLite database file private to its owner (0600) before SQLite creates it
+    readable by everyone; its -wal and -shm files then get that mode too."""
+    path = url.database
+    if not path or path.startswith("file:") or url.query.get("uri"):
+        return  # a URI filename: SQLite's to interpret
+    with contextlib.suppress(OSError):  # no folder, say: SQLite's connect says so later
+        create_private(path)
+
+
 def _use_wal(engine: sa.Engine, timeout: float) -> None:
     # WAL lets readers run beside the one writer SQLite allows.
     @sa.event.listens_for(engine, "connect")
@@ -737,13 +870,15 @@ def store_from_settings(settings: Settings, codec: ValueCodec) -> SQLAlchemyStor
     if isinstance(source, str | sa.URL):
         url = _sqlite_in_instance_folder(source, settings.instance_path)
         return SQLAlchemyStore(engine_from_url(url, timeout=timeout), table=table,
-                               schema=schema, codec=codec, owns_engine=True)
+                               schema=schema, codec=codec, owns_engine=True,
+                               key_prefix=settings.key_prefix)
     if isinstance(source, sa.Engine):
-        return SQLAlchemyStore(source, table=table, schema=schema, codec=codec)
+        return SQLAlchemyStore(source, table=table, schema=schema, codec=codec,
+                               key_prefix=settings.key_prefix)
     if _is_flask_sqlalchemy(source):
         engine, metadata = _flask_sqlalchemy_engine(source, bind_key)
         return SQLAlchemyStore(engine, table=table, schema=schema, metadata=metadata,
-                               codec=codec)
+                               codec=codec, key_prefix=settings.key_prefix)
     raise ConfigurationError(
         f"SESSION_SQLALCHEMY must be a Flask-SQLAlchemy object (db = SQLAlchemy(app)), a "
         f"SQLAlchemy Engine or a database URL string, not {type(source).__name__}")

@@ -4,6 +4,9 @@ WAL mode lets readers run beside a writer; one connection per thread and process
 (re-opened after a fork) keeps it safe under threaded and multi-process servers. A
 delta save is a read-merge-write inside ``BEGIN IMMEDIATE``, which SQLite serialises
 across processes, so concurrent requests of one session never lose each other's keys.
+
+The database file is created readable by its owner only (0600); SQLite gives its
+``-wal`` and ``-shm`` files the database file's mode.
 """
 
 from __future__ import annotations
@@ -17,7 +20,9 @@ from pathlib import Path
 from ..errors import StoreUnavailable
 from ..serialization import ValueCodec
 from .base import SessionRecord, SessionStore, SessionUpdate
-from .sqlite_wal import use_wal
+from .sql_limits import STATEMENT_ROOM, SQLRecordTooLarge, sqlite_length, sqlite_limit
+from .sql_rows import DIGEST_LENGTH, record_of_row, unpack_values
+from .sqlite_wal import create_private, use_wal
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS {t} (
@@ -45,7 +50,11 @@ class SQLiteStore(SessionStore):
         codec: ValueCodec | None = None,
         timeout: float = 5.0,
         cleanup_interval: float = 300.0,
+        key_prefix: str | None = None,
     ) -> None:
+        """``key_prefix``: the app's SESSION_KEY_PREFIX; ``keys_for_user`` then lists only
+        keys under it, so apps sharing the file never see each other's sessions (None:
+        every key)."""
         if not table.isidentifier():
             raise ValueError(f"SQLite table name must be an identifier, not {table!r}")
         self.path = Path(path)
@@ -71,6 +80,20 @@ class SQLiteStore(SessionStore):
         self._sql_delete = f"DELETE FROM {t} WHERE key = ?"
         self._sql_expired = f"DELETE FROM {t} WHERE expires_at <= ?"
         self._sql_user = f"SELECT key FROM {t} WHERE user_id = ? AND expires_at > ?"
+        self._user_scope: tuple[object, ...] = ()
+        if key_prefix is not None:
+            # substr and length compare exactly (LIKE ignores case and needs escaping).
+            self._sql_user += " AND substr(key, 1, ?) = ? AND length(key) = ?"
+            self._user_scope = (len(key_prefix), key_prefix, len(key_prefix) + DIGEST_LENGTH)
+        # Claims the key unless a live row holds it; an expired row there is replaced.
+        self._sql_add = (f"INSERT INTO {t} (key, data, created_at, accessed_at, expires_at, "
+                         f"permanent, user_id) VALUES (?, ?, ?, ?, ?, ?, ?) "
+                         f"ON CONFLICT (key) DO UPDATE SET data = excluded.data, "
+                         f"created_at = excluded.created_at, "
+                         f"accessed_at = excluded.accessed_at, "
+                         f"expires_at = excluded.expires_at, permanent = excluded.permanent, "
+                         f"user_id = excluded.user_id "
+                         f"WHERE {t}.expires_at <= excluded.accessed_at")
 
     # -- connections ---------------------------------------------------------------
     def _connection(self) -> sqlite3.Connection:
@@ -80,6 +103,7 @@ class SQLiteStore(SessionStore):
             return conn
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            create_private(self.path)
             # Autocommit mode: single statements commit alone; writes take BEGIN IMMEDIATE.
             conn = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None)
             use_wal(conn, self.timeout)
@@ -98,24 +122,35 @@ class SQLiteStore(SessionStore):
 
     # -- interface -------------------------------------------------------------------
     def load(self, key: str, now: float) -> SessionRecord | None:
+        """Raises UndecodableRecord for a row that no longer decodes (another
+        SESSION_SERIALIZATION_FORMAT, damage): the core replaces it, never a 500."""
         row = self._run(self._sql_load, (key, now)).fetchone()
         if row is None:
             return None
-        data, created_at, accessed_at, expires_at, permanent, user_id = row
-        try:
-            values = self.codec.unpack(data)
-        except ValueError:
-            return None  # a damaged or foreign (e.g. pickled) row is no session, never a crash
-        self._local.seen = (key, data, user_id)
-        return SessionRecord(values, created_at, accessed_at, expires_at, bool(permanent),
-                             user_id)
+        record = record_of_row(self.name, self.codec, *row)
+        self._local.seen = (key, row[0], record.user_id)
+        return record
 
     def create(self, key: str, record: SessionRecord) -> None:
-        self._run(self._sql_insert, (
-            key, self.codec.pack(record.values), record.created_at, record.accessed_at,
-            record.expires_at, int(record.permanent), record.user_id,
-        ))
+        self._run(self._sql_insert, self._row(key, record))
         self._maybe_cleanup(record.accessed_at)
+
+    def add(self, key: str, record: SessionRecord) -> bool:
+        claimed = self._run(self._sql_add, self._row(key, record)).rowcount == 1
+        self._maybe_cleanup(record.accessed_at)
+        return claimed
+
+    def _row(self, key: str, record: SessionRecord) -> tuple[object, ...]:
+        return (key, self._packed(record.values), record.created_at, record.accessed_at,
+                record.expires_at, int(record.permanent), record.user_id)
+
+    def _packed(self, values: dict[str, bytes]) -> bytes:
+        """The data column of ``values``, checked to fit a row before it is sent."""
+        data = self.codec.pack(values)
+        length = sqlite_length(self._connection())
+        if len(data) > length - STATEMENT_ROOM:
+            raise SQLRecordTooLarge(self.name, len(data), sqlite_limit(length))
+        return data
 
     def update(self, key: str, update: SessionUpdate) -> bool:
         seen = getattr(self._local, "seen", None)
@@ -127,7 +162,7 @@ class SQLiteStore(SessionStore):
             values = update.apply_to(self.codec.unpack(data))
             new_user = update.user_id if update.user_id_changed else user_id
             written = self._run(self._sql_update_if_same, (
-                self.codec.pack(values), update.accessed_at, update.expires_at,
+                self._packed(values), update.accessed_at, update.expires_at,
                 int(update.permanent), new_user, key, data, user_id,
             )).rowcount
             if written:
@@ -142,10 +177,10 @@ class SQLiteStore(SessionStore):
             conn.execute("BEGIN IMMEDIATE")
             row = conn.execute(self._sql_data, (key,)).fetchone()
             if row is not None:
-                values = update.apply_to(self.codec.unpack(row[0]))
+                values = update.apply_to(unpack_values(self.name, self.codec, row[0]))
                 user_id = update.user_id if update.user_id_changed else row[1]
                 conn.execute(self._sql_update, (
-                    self.codec.pack(values), update.accessed_at, update.expires_at,
+                    self._packed(values), update.accessed_at, update.expires_at,
                     int(update.permanent), user_id, key,
                 ))
             conn.execute("COMMIT")
@@ -157,8 +192,8 @@ class SQLiteStore(SessionStore):
             raise
         return row is not None
 
-    def touch(self, key: str, accessed_at: float, expires_at: float) -> None:
-        self._run(self._sql_touch, (accessed_at, expires_at, key))
+    def touch(self, key: str, accessed_at: float, expires_at: float) -> bool:
+        return self._run(self._sql_touch, (accessed_at, expires_at, key)).rowcount > 0
 
     def delete(self, key: str) -> None:
         self._run(self._sql_delete, (key,))
@@ -167,7 +202,8 @@ class SQLiteStore(SessionStore):
         return self._run(self._sql_expired, (now,)).rowcount
 
     def keys_for_user(self, user_id: str, now: float) -> list[str]:
-        return [row[0] for row in self._run(self._sql_user, (user_id, now)).fetchall()]
+        params = (user_id, now, *self._user_scope)
+        return [row[0] for row in self._run(self._sql_user, params).fetchall()]
 
     def check(self) -> None:
         self._run("SELECT 1", ())

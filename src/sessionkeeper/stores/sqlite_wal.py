@@ -1,11 +1,27 @@
-"""Switching a SQLite database to WAL mode safely when several processes open it at once."""
+"""SQLite files for the SQL stores: created private, and switched to WAL mode safely
+when several processes open a new one at once."""
 
 from __future__ import annotations
 
+import os
 import random
 import sqlite3
 import time
 from typing import Any
+
+#: session data is for the app's user only; SQLite gives -wal and -shm this mode too
+PRIVATE_MODE = 0o600
+
+
+def create_private(path: str | os.PathLike[str]) -> None:
+    """Create the database file readable and writable by its owner only, unless it
+    exists. SQLite would create it 0644 (less the umask): readable by every local user.
+    An existing file keeps the mode it has."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, PRIVATE_MODE)
+    except FileExistsError:
+        return
+    os.close(fd)  # an empty file is an empty database to SQLite
 
 
 def use_wal(connection: Any, timeout: float) -> None:
