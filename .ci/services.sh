@@ -27,9 +27,10 @@ wait_for() {
 missing=()
 # The database servers come preinstalled on the usual CI machine; on a bare Debian
 # they are installed here and configured below.
-# libmariadb-dev: MariaDB Connector/Python (pip install mariadb) builds against it.
+# libmariadb-dev, gcc, python3-dev: MariaDB Connector/Python (pip install mariadb, in
+# .ci/run) builds against them. python3-venv: .ci/run tests in a fresh virtual environment.
 packages=(memcached chromium chromium-driver wrk postgresql mariadb-server redis-server
-          libmariadb-dev)
+          libmariadb-dev gcc python3-dev python3-venv)
 for pkg in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' \
         || missing+=("$pkg")
@@ -129,15 +130,5 @@ if ! mariadb -h 127.0.0.1 -P 3306 -u root -e 'select 1' test >/dev/null 2>&1; th
 fi
 mariadb -h 127.0.0.1 -P 3306 -u root -e 'select 1' test >/dev/null \
     || die "MariaDB answers on its socket but root cannot log in over TCP 127.0.0.1:3306"
-
-# --- drivers that pip cannot install on its own ---------------------------------------
-# MariaDB Connector/Python ships only as source: it needs libmariadb-dev (above) and a
-# compiler, so it is not in the [test] extra. The tests that use it fail in CI without it.
-if python -c 'import mariadb' >/dev/null 2>&1; then
-    say "MariaDB Connector/Python already installed"
-else
-    say "installing MariaDB Connector/Python (pip install mariadb)"
-    pip install -q mariadb || die "pip install mariadb failed (needs libmariadb-dev and gcc)"
-fi
 
 say "all services up: PostgreSQL 127.0.0.1:5432, Redis 127.0.0.1:6379, MariaDB 127.0.0.1:3306"
