@@ -434,3 +434,69 @@ def _accepts(port: int) -> bool:
     except OSError:
         return False
     return True
+
+
+# -- dynalite (a DynamoDB-compatible server) -------------------------------------------
+#: where .ci/dynalite.sh installs it (npm, not on PATH)
+DYNALITE_PREFIX = "/opt/sessionkeeper-node"
+DYNALITE_BINARY = os.path.join(DYNALITE_PREFIX, "node_modules", ".bin", "dynalite")
+DYNALITE_INSTALL = f"npm install --prefix {DYNALITE_PREFIX} dynalite"
+
+
+class DynaliteServer:
+    """A throwaway dynalite; ``restart()`` keeps its port, and its tables when started
+    ``persistent`` (LevelDB files in its temp dir; otherwise it keeps them in memory).
+
+    Tables become ACTIVE after ``create_table_ms`` (0: at once; AWS takes seconds,
+    which the store waits for, and the tests need not spend).
+    """
+
+    def __init__(self, port: int | None = None, *, persistent: bool = False,
+                 create_table_ms: int = 0) -> None:
+        if not os.access(DYNALITE_BINARY, os.X_OK):
+            raise ServerUnavailable(f"dynalite ({DYNALITE_INSTALL})")
+        self._processes = _Processes("dynalite")
+        self.host = HOST
+        self._options = ["--createTableMs", str(create_table_ms), "--deleteTableMs", "0",
+                         "--updateTableMs", "0"]
+        if persistent:
+            self._options += ["--path", os.path.join(self._processes.dir, "data")]
+        try:
+            self.port = self._processes.launch(self._argv, _accepts, port=port)
+        except BaseException:
+            self._processes.stop()
+            raise
+
+    def _argv(self, port: int) -> list[str]:
+        return [DYNALITE_BINARY, "--host", HOST, "--port", str(port), *self._options]
+
+    @property
+    def endpoint_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def stop(self) -> None:
+        self._processes.stop()
+
+    def kill(self) -> None:
+        """Stop the server but keep its files, for ``restart()``."""
+        self._processes.kill(self.port)
+
+    def restart(self) -> None:
+        """Stop if running, then start again on the same port."""
+        self._processes.kill(self.port)
+        _Processes._live.add(self._processes)  # re-arm atexit after a stop()
+        self._processes.launch(self._argv, _accepts, port=self.port)
+
+    def pause(self) -> None:
+        """Freeze the server (SIGSTOP): connections open, nothing answers."""
+        self._processes.procs[self.port].send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self._processes.procs[self.port].send_signal(signal.SIGCONT)
+
+
+def start_dynalite(port: int | None = None, *, persistent: bool = False,
+                   create_table_ms: int = 0) -> DynaliteServer:
+    """Start dynalite on a spare port; ``ServerUnavailable`` names the install command
+    when it is missing (``start_or_skip`` turns that into a skip, or a CI failure)."""
+    return DynaliteServer(port, persistent=persistent, create_table_ms=create_table_ms)
