@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from sessionkeeper.breaker import SLOW_FAILURE, CircuitBreaker, GuardedStore, unguarded
-from sessionkeeper.errors import StoreUnavailable
+from sessionkeeper.errors import SessionContention, StoreUnavailable
 from sessionkeeper.stores.memory import MemoryStore
 
 
@@ -82,3 +82,19 @@ def test_the_guarded_store_keeps_the_stores_own_attributes() -> None:
     assert guarded.name == "memory"
     assert guarded._records is inner._records
     assert unguarded(guarded) is inner and unguarded(inner) is inner
+
+
+def test_one_busy_session_does_not_open_it() -> None:
+    """A session locked by a stuck request of its own waits out the lock timeout; the
+    store answers, so other sessions must not be failed."""
+    clock = Clock()
+    breaker = CircuitBreaker("filesystem", 5.0, clock=clock)
+
+    def busy() -> object:
+        clock.now += 5.0
+        raise SessionContention("filesystem", "another request held its lock for 5.0s")
+
+    with pytest.raises(SessionContention):
+        breaker.call(busy)
+    assert not breaker.is_open
+    assert breaker.call(lambda: "other session") == "other session"

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from .backend import logger
-from .errors import StoreUnavailable
+from .errors import SessionContention, StoreUnavailable
 from .stores.base import SessionRecord, SessionStore, SessionUpdate
 
 T = TypeVar("T")
@@ -48,6 +48,8 @@ class CircuitBreaker:
         started = self.clock()
         try:
             result = operation()
+        except SessionContention:
+            raise  # one busy session, not a store that stopped answering
         except StoreUnavailable:
             self._failed(self.clock() - started)
             raise

@@ -27,6 +27,13 @@ class StoreUnavailable(SessionKeeperError):
         super().__init__(f"session store {store} is unavailable: {reason}")
 
 
+class SessionContention(StoreUnavailable):
+    """One session stayed locked by another request of that session for the whole wait.
+
+    The store answers; only that session is stuck, so the circuit breaker ignores it.
+    """
+
+
 class SessionTooLarge(SessionKeeperError):
     """The cookie session would exceed what browsers keep (they drop it silently)."""
 

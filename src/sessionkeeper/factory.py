@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib
-import os
 from collections.abc import Callable
 from dataclasses import replace
 
@@ -28,7 +27,7 @@ StoreFactory = Callable[[Settings, ValueCodec], SessionStore]
 #: a store's driver is needed only by apps that use that store.
 STORE_FACTORIES: dict[str, str] = {
     "sqlite": "sessionkeeper.factory:sqlite_store",
-    "filesystem": "sessionkeeper.factory:filesystem_store",
+    "filesystem": "sessionkeeper.stores.filesystem:store_from_settings",
     "memory": "sessionkeeper.factory:memory_store",
     "redis": "sessionkeeper.stores.redis:store_from_settings",
     "memcached": "sessionkeeper.stores.memcached:store_from_settings",
@@ -47,17 +46,7 @@ def sqlite_store(settings: Settings, codec: ValueCodec) -> SessionStore:
     if not isinstance(table, str) or not table.isidentifier():
         raise ConfigurationError(
             f"SESSION_SQLITE_TABLE must be a plain table name (letters, digits, _), not {table!r}")
-    return SQLiteStore(path, table=table, codec=codec)
-
-
-def filesystem_store(settings: Settings, codec: ValueCodec) -> SessionStore:
-    from .stores.filesystem import FileSystemStore
-
-    # Flask-Session's default directory, so switching keeps the same place on disk.
-    directory = settings.config.get("SESSION_FILE_DIR") or os.path.join(os.getcwd(),
-                                                                         "flask_session")
-    mode = settings.config.get("SESSION_FILE_MODE", 0o600)
-    return FileSystemStore(directory, codec=codec, mode=mode)
+    return SQLiteStore(path, table=table, codec=codec, key_prefix=settings.key_prefix)
 
 
 def memory_store(settings: Settings, codec: ValueCodec) -> SessionStore:

@@ -29,7 +29,7 @@ from counting import CountingStore
 from providers._shared import random_prefix
 
 from sessionkeeper.backend import CookieUpdate
-from sessionkeeper.errors import ConfigurationError
+from sessionkeeper.errors import ConfigurationError, SessionKeeperError, StoreUnavailable
 from sessionkeeper.ids import SessionIds, storage_key
 from sessionkeeper.model import Session
 from sessionkeeper.policy import ExpiryPolicy
@@ -282,7 +282,18 @@ def test_delete_removes_the_record_and_is_a_no_op_when_gone(store: SessionStore)
 
 
 # -- values ----------------------------------------------------------------------------
-def test_values_of_a_megabyte_and_more_round_trip(store: SessionStore) -> None:
+def test_values_of_a_megabyte_and_more_round_trip(store: SessionStore, store_kind: str) -> None:
+    limit = getattr(importlib.import_module(f"providers.{store_kind}"), "MAX_RECORD_BYTES", None)
+    if limit is not None:
+        # A store with a smaller cap (DynamoDB's 400 KB items) refuses such a session with
+        # an error naming its limit - never a silent loss, never a 503 to retry.
+        key = new_key()
+        store.create(key, make_record({"small": 1}))
+        with pytest.raises(SessionKeeperError, match=str(limit // 1024)) as refused:
+            store.update(key, make_delta(set_values={"blob": os.urandom(limit + 1)}))
+        assert not isinstance(refused.value, StoreUnavailable)
+        assert decoded(store.load(key, time.time())) == {"small": 1}
+        return
     key = new_key()
     big_text = secrets.token_hex(600_000)  # 1.2 MB
     big_bytes = os.urandom(1_100_000)

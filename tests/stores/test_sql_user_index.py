@@ -148,15 +148,6 @@ def test_after_the_prefix_changes_old_sessions_are_not_listed(
 # -- two apps on one table ----------------------------------------------------------------
 
 
-@pytest.fixture
-def app_kind(kind: str, request: pytest.FixtureRequest) -> str:
-    if kind == "sqlite":
-        # Remove once sessionkeeper.factory.sqlite_store passes key_prefix to the store.
-        request.applymarker(pytest.mark.xfail(
-            strict=True, reason="the SQLite store is built without SESSION_KEY_PREFIX"))
-    return kind
-
-
 def devices_app(make_app: MakeApp, config: dict[str, Any], prefix: str) -> Flask:
     app = make_app(config, SESSION_KEY_PREFIX=prefix)
 
@@ -183,7 +174,7 @@ def devices_app(make_app: MakeApp, config: dict[str, Any], prefix: str) -> Flask
 
 @pytest.mark.parametrize(("first", "second"), PREFIX_PAIRS)
 def test_two_apps_on_one_table_never_touch_each_others_sessions(
-        make_app: MakeApp, shared: dict[str, Any], app_kind: str, first: str,
+        make_app: MakeApp, shared: dict[str, Any], kind: str, first: str,
         second: str) -> None:
     shop, blog = devices_app(make_app, shared, first), devices_app(make_app, shared, second)
     shop_laptop, shop_phone = shop.test_client(), shop.test_client()
@@ -203,7 +194,7 @@ def test_two_apps_on_one_table_never_touch_each_others_sessions(
 
 def test_changing_the_prefix_ends_every_listed_session(make_app: MakeApp,
                                                        shared: dict[str, Any],
-                                                       app_kind: str) -> None:
+                                                       kind: str) -> None:
     old = devices_app(make_app, shared, "v1:")
     for _ in range(2):
         assert old.test_client().post("/login").status_code == 200

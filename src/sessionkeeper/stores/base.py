@@ -160,7 +160,7 @@ class RecordCodec:
         """The record in ``blob``; :class:`UndecodableRecord` when it is not one."""
         try:
             doc = self._decode(blob)
-        except (msgspec.DecodeError, ValueError, TypeError) as exc:
+        except (msgspec.DecodeError, ValueError, TypeError, RecursionError) as exc:
             raise UndecodableRecord("record", exc) from exc
         return SessionRecord(
             values={k: bytes(v) for k, v in doc.v.items()},

@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, Protocol
 
-from ..errors import StoreUnavailable
+from ..errors import SessionContention, StoreUnavailable
 
 logger = logging.getLogger("sessionkeeper")
 
@@ -48,7 +48,7 @@ _DEADLINE = struct.Struct(">d")
 _TOKEN_BYTES = 8
 
 
-class SessionBusy(StoreUnavailable):
+class SessionBusy(SessionContention):
     """One session's lock stayed taken (a request of that session is stuck) for the
     whole wait. Other sessions are unaffected."""
 

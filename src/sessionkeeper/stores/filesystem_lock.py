@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from ..errors import StoreUnavailable
+from ..errors import SessionContention, StoreUnavailable
 
 _FIRST_PAUSE = 0.0002
 _LONGEST_PAUSE = 0.01
@@ -25,7 +25,7 @@ class LockBusy(Exception):
     """The record stayed locked by someone else for the whole wait."""
 
 
-class SessionLocked(StoreUnavailable):
+class SessionLocked(SessionContention):
     """One session's record stayed locked (a request of that session is stuck) for
     longer than the filesystem store's lock timeout. Other sessions are unaffected."""
 
