@@ -24,7 +24,9 @@ from flask.typing import ResponseReturnValue
 from sessionkeeper.accounts import SessionInfo
 from sessionkeeper.flask import user_sessions
 
+from .browsers import browser_name
 from .session_views import current_session
+from .signed_out import forget_login
 from .users import (
     MIN_PASSWORD_LENGTH,
     USERS_BY_UID,
@@ -81,8 +83,10 @@ def _find(handle: str) -> SessionInfo | None:
 
 def describe(info: SessionInfo) -> str:
     """A session as its owner recognises it: browser and when it was last used."""
-    browser = info.user_agent or "an unknown browser"
-    return f"{browser}, last seen {utc(info.last_seen)}"
+    return f"{browser_name(info.user_agent)}, last seen {utc(info.last_seen)}"
+
+
+account_views.add_app_template_filter(browser_name, "browser_name")
 
 
 @account_views.app_template_filter("utc")
@@ -149,7 +153,9 @@ def revoke() -> ResponseReturnValue:
     if not user_sessions.revoke(handle):
         return _already_ended()
     flash(f"Signed out {sessions_ended(1)}: {describe(info)}")
-    return redirect(url_for("accounts.devices"))
+    response = redirect(url_for("accounts.devices"))
+    # Signed out here, on purpose: no "signed out from another device" next time.
+    return forget_login(response) if info.current else response
 
 
 @account_views.route("/devices/revoke-others", methods=["GET", "POST"])

@@ -18,6 +18,7 @@ from flask.logging import default_handler, has_level_handler
 
 from sessionkeeper.flask import Session
 
+from . import signed_out
 from .account_views import account_views
 from .config import config_from_env
 from .cookie_views import cookie_views
@@ -46,6 +47,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.extensions["demo_accounts"] = Accounts(PasswordFile(users_path))
     register_hooks(app)
     register_error_pages(app)
+    signed_out.install(app)
     app.register_blueprint(session_views)
     app.register_blueprint(cookie_views)
     app.register_blueprint(account_views)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from flask import Flask, Response, request
+from flask import Flask, Response, render_template, request
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException
 
-NOT_FOUND_PAGE = "<h1>I can't find my way home</h1>"
-SERVER_ERROR_PAGE = ("<h1>Server error, please contact the administrator. "
-                     "The administrator's phone number is 1111</h1>")
+NOT_FOUND_HEADING = "I can't find my way home"
+SERVER_ERROR_HEADING = ("Server error, please contact the administrator. "
+                        "The administrator's phone number is 1111")
 
 
 def register_hooks(app: Flask) -> None:
@@ -31,12 +31,26 @@ def register_hooks(app: Flask) -> None:
 
 
 def register_error_pages(app: Flask) -> None:
-    """Plain pages: they must not need the session, which may be the thing that failed."""
+    """The tutorials' custom pages, in the site's layout (title, navigation, a way home).
+
+    They never touch the session, which may be the very thing that failed: the layout
+    leaves out the flashes and the log-out button (``plain``).
+    """
+
+    def page(title: str, heading: str) -> str:
+        return render_template("error.html", title=title, heading=heading, plain=True)
 
     @app.errorhandler(404)
     def not_found(error: HTTPException) -> ResponseReturnValue:
-        return NOT_FOUND_PAGE, 404
+        return page("Page not found", NOT_FOUND_HEADING), 404
+
+    @app.errorhandler(405)
+    def method_not_allowed(error: HTTPException) -> ResponseReturnValue:
+        allowed = getattr(error, "valid_methods", None) or []
+        # Keep the Allow header werkzeug's own 405 would send.
+        headers = {"Allow": ", ".join(allowed)} if allowed else {}
+        return page("Method not allowed", f"{request.method} is not allowed here"), 405, headers
 
     @app.errorhandler(500)
     def server_error(error: HTTPException) -> ResponseReturnValue:
-        return SERVER_ERROR_PAGE, 500
+        return page("Server error", SERVER_ERROR_HEADING), 500

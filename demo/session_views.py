@@ -10,6 +10,7 @@ from flask import (
     current_app,
     flash,
     jsonify,
+    make_response,
     redirect,
     render_template,
     request,
@@ -20,6 +21,7 @@ from flask.typing import ResponseReturnValue
 
 from sessionkeeper.flask import FlaskSession
 
+from .signed_out import forget_login, remember_login
 from .users import Accounts
 
 session_views = Blueprint("sessions", __name__)
@@ -67,16 +69,27 @@ def login() -> ResponseReturnValue:
     # session joins the user's list on /devices, from where it can be revoked.
     current.login(user.uid)
     flash("You were logged in")
-    return redirect(url_for("sessions.index"))
+    response = redirect(url_for("sessions.index"))
+    remember_login(response, user.uid, _cookie_lifetime(current))
+    return response
 
 
-@session_views.route("/logout")
+def _cookie_lifetime(current: FlaskSession) -> float | None:
+    """The session cookie's Max-Age: None (ends with the browser) unless permanent."""
+    if not current.permanent:
+        return None
+    return float(current_app.extensions["sessionkeeper"].backend.policy.window)
+
+
+# POST only, from a form button: a link or an <img> on another site cannot log anyone
+# out (a GET answers 405, and SameSite=Lax keeps the cookie off cross-site POSTs).
+@session_views.post("/logout")
 def logout() -> ResponseReturnValue:
     # The record goes, not just the names in it: a copy of the cookie is worthless now,
     # and the session leaves the user's list of devices.
     current_session().logout()
     flash("You were logged out")
-    return redirect(url_for("sessions.index"))
+    return forget_login(redirect(url_for("sessions.index")))
 
 
 @session_views.route("/set_session")
@@ -109,9 +122,14 @@ def permanent() -> ResponseReturnValue:
     session.permanent = True
     # The policy's window, not just PERMANENT_SESSION_LIFETIME: an idle timeout shortens it.
     window = current_app.extensions["sessionkeeper"].backend.policy.window
-    return _page("Permanent session",
-                 f"Your session is now kept for {describe_duration(window)} after your last "
-                 "visit, even if you close the browser.")
+    response = make_response(_page(
+        "Permanent session",
+        f"Your session is now kept for {describe_duration(window)} after your last "
+        "visit, even if you close the browser."))
+    user_id = current_session().user_id
+    if user_id is not None:  # the "logged in here" marker lasts as long as the session
+        remember_login(response, user_id, window)
+    return response
 
 
 def describe_duration(seconds: float) -> str:

@@ -9,6 +9,7 @@ nothing.
 from __future__ import annotations
 
 import hmac
+import os
 import sqlite3
 from contextlib import closing
 from dataclasses import dataclass
@@ -51,6 +52,16 @@ class PasswordFile:
         connection.execute(_SCHEMA)
         return connection
 
+    def _create_private(self) -> None:
+        """The file exists and only its owner can read it: password hashes are secrets.
+
+        SQLite would create it with the umask's mode (often 0644, world-readable); its
+        journal and WAL files take the database file's mode. An older file is tightened.
+        """
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
+        os.chmod(self.path, 0o600)
+
     def hash_for(self, uid: str) -> str | None:
         """The hash of ``uid``'s changed password, or None while it is the initial one."""
         if not self.path.exists():
@@ -61,7 +72,7 @@ class PasswordFile:
         return str(row[0]) if row else None
 
     def store(self, uid: str, password_hash: str) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._create_private()
         with closing(self._connect()) as connection:
             connection.execute("INSERT OR REPLACE INTO passwords (uid, hash) VALUES (?, ?)",
                                (uid, password_hash))

@@ -1,8 +1,8 @@
 """The demo in a real headless Chromium: what a person with a browser experiences.
 
 Login through the form, a reload, a browser restart with a permanent session (kept) and
-with a browser-session cookie (dropped), and logout. Selenium drives the system's
-chromium and chromedriver; it is never allowed to download a browser or driver.
+with a browser-session cookie (dropped), and logout with the page's POST buttons. Selenium
+drives the system's chromium and chromedriver; it never downloads a browser or driver.
 """
 
 from __future__ import annotations
@@ -137,7 +137,27 @@ def test_browser_session_cookie_ends_with_the_browser(demo: LiveDemo, tmp_path: 
 def test_logout_removes_the_cookie(demo: LiveDemo, tmp_path: Path) -> None:
     with chromium(tmp_path / "profile") as driver:
         log_in_with_the_form(driver, demo.url)
-        driver.find_element(By.ID, "logout").click()
+        # The page's log-out button: a form that POSTs (a GET answers 405).
+        button = driver.find_element(By.ID, "logout")
+        assert button.tag_name == "button"
+        assert button.find_element(By.XPATH, "ancestor::form").get_attribute("method") == "post"
+        button.click()
         expect_status(driver, "You are not logged in")
         assert "You were logged out" in driver.page_source
+        assert session_cookie(driver) is None
+        # Logged out: no log-out button anywhere, a log-in link instead.
+        assert driver.find_elements(By.ID, "nav-logout") == []
+        assert driver.find_elements(By.ID, "logout") == []
+        driver.get(f"{demo.url}/logout")  # as a link elsewhere would
+        assert "Method not allowed" in driver.title
+
+
+def test_the_navigation_log_out_button(demo: LiveDemo, tmp_path: Path) -> None:
+    with chromium(tmp_path / "profile") as driver:
+        driver.get(f"{demo.url}/cart")
+        assert driver.find_elements(By.ID, "nav-logout") == []
+        log_in_with_the_form(driver, demo.url)
+        driver.get(f"{demo.url}/cart")
+        expect_element(driver, By.ID, "nav-logout").click()
+        expect_status(driver, "You are not logged in")
         assert session_cookie(driver) is None

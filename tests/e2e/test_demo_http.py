@@ -24,9 +24,11 @@ from live_server import LiveDemo, live_demo
 from servers import mongodb_url, require, start_memcached, start_or_skip, start_redis
 
 THIRTY_ONE_DAYS = 31 * 24 * 3600  # PERMANENT_SESSION_LIFETIME's default, 2678400
-NOT_FOUND_PAGE = "<h1>I can't find my way home</h1>"
-SERVER_ERROR_PAGE = ("<h1>Server error, please contact the administrator. "
-                     "The administrator's phone number is 1111</h1>")
+NOT_FOUND_HEADING = "<h1>I can&#39;t find my way home</h1>"
+SERVER_ERROR_HEADING = ("<h1>Server error, please contact the administrator. "
+                        "The administrator&#39;s phone number is 1111</h1>")
+SIGNED_OUT_ELSEWHERE = "You were signed out from another device"
+LOGOUT_FORM = re.compile(r'<form method="post" action="/logout">')
 POSTGRES_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
 
 
@@ -184,6 +186,16 @@ def status_line(page: requests.Response) -> str:
     return found.group(1)
 
 
+def log_out(client: requests.Session, url: str) -> requests.Response:
+    """The log-out button: a form that POSTs to /logout."""
+    return client.post(f"{url}/logout")
+
+
+def flashes(page: requests.Response) -> list[str]:
+    found = re.search(r'<ul class="flashes">(.*?)</ul>', page.text, re.DOTALL)
+    return re.findall(r"<li>(.*?)</li>", found.group(1)) if found else []
+
+
 def log_in(client: requests.Session, url: str, username: str = "Tom",
            password: str = "123") -> requests.Response:
     response = client.post(f"{url}/login", data={"username": username, "password": password},
@@ -208,6 +220,7 @@ def test_login_form_keeps_the_user_logged_in_until_logout(demo: LiveDemo) -> Non
     first = client.get(f"{demo.url}/")
     assert status_line(first) == "You are not logged in"
     assert 'href="/login"' in first.text
+    assert not LOGOUT_FORM.search(first.text)  # no log-out button for nobody
     assert jar_cookie(client, "session") is None  # an unused session sets no cookie
 
     form = client.get(f"{demo.url}/login")
@@ -223,16 +236,18 @@ def test_login_form_keeps_the_user_logged_in_until_logout(demo: LiveDemo) -> Non
 
     home = client.get(f"{demo.url}/")
     assert status_line(home) == "Logged in as Tom"
-    assert 'href="/logout"' in home.text
+    assert len(LOGOUT_FORM.findall(home.text)) == 2  # in the navigation and on the page
+    assert 'href="/logout"' not in home.text  # a button, not a link
     assert home.text.count("You were logged in") == 1
     again = client.get(f"{demo.url}/")
     assert status_line(again) == "Logged in as Tom"
     assert "You were logged in" not in again.text  # a flash is shown once
 
-    after_logout = client.get(f"{demo.url}/logout")
+    after_logout = log_out(client, demo.url)
     assert after_logout.url == f"{demo.url}/"
     assert status_line(after_logout) == "You are not logged in"
     assert after_logout.text.count("You were logged out") == 1
+    assert not LOGOUT_FORM.search(after_logout.text)
     # The flash was the last thing in the session: showing it emptied it, and an empty
     # session's cookie is deleted.
     assert jar_cookie(client, "session") is None
@@ -243,11 +258,62 @@ def test_a_cookie_copied_before_logout(demo: LiveDemo) -> None:
     client = requests.Session()
     log_in(client, demo.url)
     stolen = cookie_value(client, "session")
-    client.get(f"{demo.url}/logout")
+    log_out(client, demo.url)
     replay = requests.get(f"{demo.url}/", cookies={"session": stolen})
     # The demo logs out with session.logout(): server-side stores delete the record,
     # and cookie sessions revoke the login's handle, so a copy is worthless on both.
     assert status_line(replay) == "You are not logged in"
+
+
+def test_logout_by_get_is_refused_so_a_link_elsewhere_cannot_log_anyone_out(
+        demo: LiveDemo) -> None:
+    client = requests.Session()
+    log_in(client, demo.url)
+    for link in ("/logout", "/logout?next=/"):
+        # What an <a href> or <img src> on another site makes the browser send.
+        answer = client.get(f"{demo.url}{link}", allow_redirects=False)
+        assert answer.status_code == 405
+        assert answer.headers["Allow"].split(", ").count("POST") == 1
+        assert "GET" not in answer.headers["Allow"]
+        assert "<title>Method not allowed</title>" in answer.text
+    assert status_line(client.get(f"{demo.url}/")) == "Logged in as Tom"
+    assert log_out(client, demo.url).status_code == 200
+    assert status_line(client.get(f"{demo.url}/")) == "You are not logged in"
+
+
+def test_a_device_signed_out_from_another_is_told_so_once(demo: LiveDemo) -> None:
+    laptop, phone = requests.Session(), requests.Session()
+    log_in(laptop, demo.url)
+    log_in(phone, demo.url)
+    ended = laptop.post(f"{demo.url}/devices/revoke-others", data={"password": "123"})
+    assert ended.status_code == 200 and ended.url == f"{demo.url}/devices"
+    assert SIGNED_OUT_ELSEWHERE not in ended.text  # the laptop is the one that did it
+
+    told = phone.get(f"{demo.url}/")
+    assert told.status_code == 200
+    assert status_line(told) == "You are not logged in"
+    assert flashes(told) == [SIGNED_OUT_ELSEWHERE]
+    assert jar_cookie(phone, "signed_in") is None and jar_cookie(phone, "session") is None
+    assert flashes(phone.get(f"{demo.url}/")) == []  # said once
+    # Logging in again works as ever; logging out here says nothing of other devices.
+    log_in(phone, demo.url)
+    assert status_line(phone.get(f"{demo.url}/")) == "Logged in as Tom"
+    assert flashes(log_out(phone, demo.url)) == ["You were logged out"]
+    assert flashes(phone.get(f"{demo.url}/")) == []
+    assert status_line(laptop.get(f"{demo.url}/")) == "Logged in as Tom"
+    assert SIGNED_OUT_ELSEWHERE not in log_out(laptop, demo.url).text
+
+
+def test_a_bad_cookie_of_a_logged_in_browser_is_not_called_a_sign_out(
+        demo: LiveDemo) -> None:
+    client = requests.Session()
+    log_in(client, demo.url)
+    cookie = jar_cookie(client, "session")
+    assert cookie is not None
+    client.cookies.set("session", "garbage", domain=cookie.domain, path=cookie.path)
+    page = client.get(f"{demo.url}/")
+    assert status_line(page) == "You are not logged in"
+    assert SIGNED_OUT_ELSEWHERE not in page.text
 
 
 def test_login_gives_a_new_session_id_and_keeps_the_data(demo: LiveDemo) -> None:
@@ -425,6 +491,57 @@ def test_store_outage_answers_503_then_recovers(tmp_path: Path) -> None:
         redis_server.stop()
 
 
+# -- the devices page and the account file ---------------------------------------------
+USER_AGENTS = {
+    "Chrome on Windows": "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 "
+                         "(KHTML, like Gecko) Chrome/126.0.0.0 Safari/537.36",
+    "Edge on Windows": "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 "
+                       "(KHTML, like Gecko) Chrome/126.0.0.0 Safari/537.36 Edg/126.0.2592.87",
+    "Firefox on Linux": "Mozilla/5.0 (X11; Ubuntu; Linux x86_64; rv:127.0) Gecko/20100101 "
+                        "Firefox/127.0",
+    "Safari on macOS": "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 "
+                       "(KHTML, like Gecko) Version/17.5 Safari/605.1.15",
+    "Safari on iOS": "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) "
+                     "AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Mobile/15E148 "
+                     "Safari/604.1",
+    "Chrome on Android": "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, "
+                         "like Gecko) Chrome/126.0.0.0 Mobile Safari/537.36",
+    "Firefox on Android": "Mozilla/5.0 (Android 14; Mobile; rv:127.0) Gecko/127.0 Firefox/127.0",
+    "curl": "curl/8.5.0",
+}
+
+
+def test_the_devices_page_names_each_browser_and_its_system(tmp_path: Path) -> None:
+    with live_demo({}, tmp_path, workers=1) as server:
+        for agent in USER_AGENTS.values():
+            device = requests.Session()
+            device.headers["User-Agent"] = agent
+            log_in(device, server.url)
+        page = device.get(f"{server.url}/devices")
+        assert page.status_code == 200
+        shown = re.findall(r'<td class="user-agent">(.*?)</td>', page.text)
+        assert sorted(shown) == sorted(USER_AGENTS)
+        for agent in USER_AGENTS.values():
+            assert agent not in page.text  # the raw header is not what a person reads
+        assert "break-all" not in page.text  # never split in the middle of a word
+
+
+def test_the_user_database_is_readable_by_its_owner_only(tmp_path: Path) -> None:
+    users = tmp_path / "demo-users.sqlite3"
+    with live_demo({}, tmp_path, workers=1) as server:
+        client = requests.Session()
+        log_in(client, server.url, "laowang")
+        assert not users.exists()  # created by the first password change only
+        changed = client.post(f"{server.url}/password", data={
+            "current_password": "123", "new_password": "a new passphrase",
+            "confirm_password": "a new passphrase"})
+        assert changed.status_code == 200 and changed.url == f"{server.url}/devices"
+        assert users.stat().st_mode & 0o777 == 0o600
+        log_in(requests.Session(), server.url, "laowang", "a new passphrase")
+    for leftover in tmp_path.glob("demo-users.sqlite3*"):  # journal files too, if any
+        assert leftover.stat().st_mode & 0o077 == 0, leftover
+
+
 # -- cookies -------------------------------------------------------------------------
 def test_setcookie_sets_max_age_and_expires(default_demo: LiveDemo) -> None:
     client = requests.Session()
@@ -520,16 +637,39 @@ def test_signed_cookie_is_readable_but_not_forgeable(default_demo: LiveDemo) -> 
 
 
 # -- errors, hooks, logging -----------------------------------------------------------------
-def test_abort_500_shows_the_custom_page(default_demo: LiveDemo) -> None:
-    response = requests.get(f"{default_demo.url}/error")
+def assert_site_page(page: requests.Response, title: str) -> None:
+    """A page in the site's layout: its title, the navigation and a way home."""
+    assert f"<title>{title}</title>" in page.text
+    assert "<nav>" in page.text and 'href="/devices"' in page.text
+    assert re.search(r'<a id="home" href="/">home</a>', page.text)
+    assert re.search(r'<a id="go-home" href="/">', page.text)
+
+
+@pytest.mark.parametrize("logged_in", [False, True])
+def test_abort_500_shows_the_custom_page(default_demo: LiveDemo, logged_in: bool) -> None:
+    client = requests.Session()
+    if logged_in:
+        log_in(client, default_demo.url)
+    response = client.get(f"{default_demo.url}/error")
     assert response.status_code == 500
-    assert response.text == SERVER_ERROR_PAGE
+    assert SERVER_ERROR_HEADING in response.text
+    assert_site_page(response, "Server error")
+    # The page never touches the session (it may be what failed): no cookie, no button.
+    assert "Set-Cookie" not in response.headers
+    assert not LOGOUT_FORM.search(response.text)
 
 
-def test_unknown_url_shows_the_custom_404(default_demo: LiveDemo) -> None:
-    response = requests.get(f"{default_demo.url}/no/such/page")
+@pytest.mark.parametrize("logged_in", [False, True])
+def test_unknown_url_shows_the_custom_404(default_demo: LiveDemo, logged_in: bool) -> None:
+    client = requests.Session()
+    if logged_in:
+        log_in(client, default_demo.url)
+    response = client.get(f"{default_demo.url}/no/such/page")
     assert response.status_code == 404
-    assert response.text == NOT_FOUND_PAGE
+    assert NOT_FOUND_HEADING in response.text
+    assert_site_page(response, "Page not found")
+    assert "Set-Cookie" not in response.headers
+    assert not LOGOUT_FORM.search(response.text)
 
 
 def test_request_hooks_log_each_request(default_demo: LiveDemo) -> None:
@@ -564,7 +704,7 @@ def test_stored_sessions_are_keyed_by_hash_and_removed_at_logout(default_demo: L
     assert len(new_keys) == 1
     # The store holds a hash of the id, never the cookie value itself.
     assert cookie_value(client, "session") not in next(iter(new_keys))
-    client.get(f"{default_demo.url}/logout")
+    log_out(client, default_demo.url)
     assert set(stored()) - keys_before == set()
 
 
