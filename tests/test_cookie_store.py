@@ -82,6 +82,20 @@ def add_views(app: Flask) -> Flask:
         session["blob"] = request.get_data(as_text=True)
         return "ok"
 
+    @app.post("/score")
+    def score() -> str:
+        session["score"] = float(request.args["v"])
+        return "ok"
+
+    @app.post("/scores/append")
+    def scores_append() -> str:
+        session.setdefault("scores", [1.0]).append(float(request.args["v"]))
+        return "ok"
+
+    @app.get("/scores")
+    def scores() -> str:
+        return repr((session.get("score"), session.get("scores")))
+
     return app
 
 
@@ -183,6 +197,38 @@ def test_round_trip_through_both_apps_keeps_changes(make_app: MakeApp) -> None:
     client.post("/rename?to=laozhao")
     back = client_with(flask_app, session_cookie(client))
     assert back.get("/whoami").text == "laozhao"
+
+
+NON_FINITE = ["inf", "-inf", "nan"]
+
+
+@pytest.mark.parametrize("text", NON_FINITE)
+def test_non_finite_floats_are_kept_as_flask_keeps_them(make_app: MakeApp, text: str) -> None:
+    client = cookie_app(make_app).test_client()
+
+    assert client.post(f"/score?v={text}").status_code == 200
+    assert client.post(f"/scores/append?v={text}").status_code == 200  # changed in place
+    expected = repr((float(text), [1.0, float(text)]))
+
+    assert client.get("/scores").text == expected
+    assert client_with(plain_flask(), session_cookie(client)).get("/scores").text == expected
+
+
+@pytest.mark.parametrize("text", NON_FINITE)
+def test_a_flask_cookie_holding_non_finite_floats_is_read_and_changed(
+    make_app: MakeApp, text: str
+) -> None:
+    flask_client = plain_flask().test_client()
+    flask_client.post(f"/scores/append?v={text}")
+    client = client_with(cookie_app(make_app), session_cookie(flask_client))
+
+    response = client.get("/scores")
+    assert response.status_code == 200
+    assert response.text == repr((None, [1.0, float(text)]))
+
+    assert client.post("/scores/append?v=2.5").status_code == 200
+    back = client_with(plain_flask(), session_cookie(client))
+    assert back.get("/scores").text == repr((None, [1.0, float(text), 2.5]))
 
 
 # -- rejected cookies ----------------------------------------------------------------

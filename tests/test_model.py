@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from sessionkeeper.model import LoadedState, Session
-from sessionkeeper.serialization import ValueCodec
+from sessionkeeper.errors import UnserializableValue
+from sessionkeeper.model import DEVICE_KEY, LoadedState, Session
+from sessionkeeper.serialization import MAX_DEPTH, ValueCodec
 
 CODEC = ValueCodec()
 NOW = 1_700_000_000.0
@@ -253,16 +255,15 @@ def test_any_use_loads_exactly_once(first_use: Callable[[Session], Any]) -> None
     assert loader.calls == 1
 
 
-def test_values_are_decoded_only_when_read() -> None:
-    # A value that cannot be decoded breaks only a request that reads it.
+def test_values_are_decoded_only_when_used() -> None:
+    # A value that cannot be decoded matters only to a request that uses it.
     loader = Loader({"fine": 1})
     session = Session(loader, CODEC)
     session.state.raw["broken"] = b"\xc1 not msgpack"
 
     assert session["fine"] == 1
-    assert "broken" in session
-    with pytest.raises(ValueError):
-        session["broken"]
+    assert len(session) == 2
+    assert not session.destroyed
 
 
 # -- metadata ----------------------------------------------------------------------------
@@ -314,3 +315,117 @@ def test_logout_empties_and_destroys_the_session() -> None:
     session.logout()
 
     assert session.destroyed and not session
+
+
+# -- a stored value that no longer decodes -----------------------------------------------
+#: each way a view can reach a value, and what it sees once the value does not decode
+DAMAGED_VALUE_READS: dict[str, tuple[Callable[[Session], Any], Any]] = {
+    "get": (lambda s: s.get("cart"), None),
+    "get with default": (lambda s: s.get("cart", []), []),
+    "in": (lambda s: "cart" in s, False),
+    "dict()": (lambda s: dict(s), {}),
+    "items()": (lambda s: sorted(s.items()), []),
+    "iteration": (lambda s: [s[k] for k in s], []),
+    "pop with default": (lambda s: s.pop("cart", "gone"), "gone"),
+    "setdefault": (lambda s: s.setdefault("cart", ["new"]), ["new"]),
+    # the pattern itself is under test (Flask's get_flashed_messages uses it)
+    "in, then []": (lambda s: s["cart"] if "cart" in s else "absent", "absent"),  # noqa: SIM401
+}
+
+
+def damaged(**values: Any) -> Session:
+    """A stored session with ``values`` and a "cart" whose bytes no longer decode."""
+    session, _ = stored(**values)
+    session.state.raw["cart"] = b"\xc1 not msgpack"
+    return session
+
+
+@pytest.mark.parametrize("read", DAMAGED_VALUE_READS.values(), ids=DAMAGED_VALUE_READS.keys())
+def test_a_value_that_no_longer_decodes_ends_the_session_like_a_bad_cookie(
+    read: tuple[Callable[[Session], Any], Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    use, seen = read
+    session = damaged(user="alice", theme="dark")
+    session.state.user_id = "alice"
+
+    with caplog.at_level(logging.INFO, logger="sessionkeeper"):
+        assert use(session) == seen
+
+    # A fresh session from here on; the backend deletes the record at save time.
+    assert session.destroyed
+    assert session.user_id is None
+    assert "user" not in session and session.get("theme") is None
+    assert [r.levelname for r in caplog.records if r.name == "sessionkeeper"] == ["INFO"]
+    assert "'cart' cannot be decoded" in caplog.text and "fresh" in caplog.text
+
+
+def test_reading_a_value_that_no_longer_decodes_finds_nothing() -> None:
+    session = damaged(user="alice")
+
+    with pytest.raises(KeyError):
+        session["cart"]
+    with pytest.raises(KeyError):
+        session.pop("cart")
+
+    assert session.destroyed and not session
+
+
+def test_device_details_that_no_longer_decode_end_the_session_too() -> None:
+    session, _ = stored(user="alice")
+    session.state.raw[DEVICE_KEY] = b"\xc1"
+
+    assert session.device is None
+    assert session.destroyed and not session
+
+
+def test_writing_after_a_value_failed_to_decode_starts_a_new_session() -> None:
+    session = damaged(user="alice")
+    assert session.get("cart") is None
+
+    session["cart"] = ["apple"]
+
+    # Written to after the end of the old session: only the new values are stored.
+    assert session.destroyed
+    assert saved_values(session) == {"cart": ["apple"]}
+
+
+def test_a_damaged_value_never_read_changes_nothing() -> None:
+    session = damaged(user="alice")
+
+    session["theme"] = "light"
+
+    assert session["user"] == "alice"
+    assert not session.destroyed
+    assert changed_keys(session) == ({"theme"}, set(), False)
+
+
+# -- a value that cannot be stored fails the request that stores it, naming its key -----
+def test_a_value_set_that_cannot_be_stored_names_its_key() -> None:
+    session, _ = stored(user="alice")
+
+    session["tags"] = {"a", "b"}
+
+    for save in (session.changes, session.encoded_values):
+        with pytest.raises(UnserializableValue, match=r"session\['tags'\] cannot be stored"):
+            save()
+
+
+def test_a_value_changed_in_place_into_one_that_cannot_be_stored_names_its_key() -> None:
+    session, _ = stored(cart=[1])
+
+    session["cart"].append(object())
+
+    with pytest.raises(UnserializableValue, match=r"session\['cart'\].*cannot store a object"):
+        session.changes()
+
+
+def test_a_value_nested_too_deep_names_its_key() -> None:
+    session, _ = stored(user="alice")
+    deep: Any = "leaf"
+    for _ in range(MAX_DEPTH + 1):
+        deep = [deep]
+
+    session["deep"] = deep
+
+    with pytest.raises(UnserializableValue, match=rf"session\['deep'\].*{MAX_DEPTH}"):
+        session.changes()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ast
+import contextlib
+import json
 import math
 import pickle
 import sqlite3
@@ -14,6 +16,7 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+import msgspec
 import pytest
 from flask import Flask, session
 from flask.json.tag import TaggedJSONSerializer
@@ -22,7 +25,13 @@ from hypothesis import strategies as st
 from markupsafe import Markup
 
 from sessionkeeper.errors import UnserializableValue
-from sessionkeeper.serialization import FlaskCookieSerializer, ValueCodec
+from sessionkeeper.serialization import (
+    MAX_DEPTH,
+    CookieValueCodec,
+    FlaskCookieSerializer,
+    UndecodableValue,
+    ValueCodec,
+)
 
 FORMATS = ["json", "msgpack"]
 SRC = Path(__file__).resolve().parents[1] / "src" / "sessionkeeper"
@@ -272,6 +281,209 @@ def test_dict_keys_that_are_not_plain_scalars_raise_a_clear_error(key: Any) -> N
 def test_an_unserializable_value_is_a_type_error_for_code_that_expects_one() -> None:
     with pytest.raises(TypeError):
         ValueCodec().encode({1, 2})
+
+
+# -- nesting: what is stored reads back; nothing stored makes decoding recurse ----------
+def nested(kind: str, depth: int) -> Any:
+    """A value ``depth`` containers deep (kind "mixed" cycles list, dict, tuple)."""
+    value: Any = b"leaf"
+    for level in range(depth):
+        shape = kind if kind != "mixed" else ("list", "dict", "tuple", "escaped")[level % 4]
+        if shape == "list":
+            value = [value]
+        elif shape == "dict":
+            value = {"k": value, "n": level}
+        elif shape == "escaped":
+            value = {" t": value}  # a dict Flask escapes with the " di" tag
+        else:
+            value = (value, level)
+    return value
+
+
+NESTINGS = ["list", "dict", "tuple", "mixed"]
+
+
+@pytest.mark.parametrize("kind", NESTINGS)
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_values_nested_to_the_limit_round_trip(fmt: str, kind: str) -> None:
+    codec = ValueCodec(fmt)  # type: ignore[arg-type]
+    value = nested(kind, MAX_DEPTH)
+
+    assert same(codec.decode(codec.encode(value)), value)
+    assert same(_ours.loads(_ours.dumps({"v": value}))["v"], value)
+    assert _ours.dumps({"v": value}).decode() == flask_dumps({"v": value})
+
+
+@pytest.mark.parametrize("kind", NESTINGS)
+@pytest.mark.parametrize("depth", [MAX_DEPTH + 1, 245, 490, 5000])
+def test_values_nested_deeper_than_the_limit_are_refused_when_stored(kind: str,
+                                                                     depth: int) -> None:
+    value = nested(kind, depth)
+
+    for fmt in FORMATS:
+        with pytest.raises(UnserializableValue, match=f"at most {MAX_DEPTH}"):
+            ValueCodec(fmt).encode(value)  # type: ignore[arg-type]
+    with pytest.raises(UnserializableValue, match=rf"session\['v'\].*at most {MAX_DEPTH}"):
+        _ours.dumps({"ok": 1, "v": value})
+
+
+def test_a_value_that_contains_itself_is_refused_not_a_recursion_error() -> None:
+    loop: list[Any] = []
+    loop.append(loop)
+
+    for encode in (ValueCodec("json").encode, ValueCodec("msgpack").encode,
+                   CookieValueCodec().encode):
+        with pytest.raises(UnserializableValue, match=f"at most {MAX_DEPTH}"):
+            encode(loop)
+
+
+def deep_json(depth: int, kind: str) -> bytes:
+    """Hand-made JSON nested ``depth`` deep, as an old record or a forged cookie holds."""
+    opening, closing = {"list": (b"[", b"]"), "dict": (b'{"a":', b"}"),
+                        "tuple": (b'{" t":[', b"]}")}[kind]
+    return opening * depth + b"1" + closing * depth
+
+
+def deep_msgpack(depth: int, kind: str) -> bytes:
+    opening = {"list": b"\x91", "dict": b"\x81\xa1a", "tuple": b"\x81\xa2 t\x91"}[kind]
+    return opening * depth + b"\x01"
+
+
+@pytest.mark.parametrize("kind", ["list", "dict", "tuple"])
+@pytest.mark.parametrize("depth", [MAX_DEPTH + 1, 490, 3000, 200_000])
+def test_stored_data_nested_deeper_than_the_limit_fails_cleanly(kind: str, depth: int) -> None:
+    made = {"json": deep_json(depth, kind), "msgpack": deep_msgpack(depth, kind)}
+
+    for fmt in FORMATS:
+        codec = ValueCodec(fmt)  # type: ignore[arg-type]
+        with pytest.raises(UndecodableValue):
+            codec.decode(made[fmt])
+        # A one-blob record holding it: the map itself, or that one value, fails.
+        with pytest.raises(UndecodableValue):
+            for encoded in codec.unpack(codec.pack({"ok": codec.encode(1),
+                                                    "deep": made[fmt]})).values():
+                codec.decode(encoded)
+    with pytest.raises(UndecodableValue):
+        _ours.loads(b'{"deep":' + made["json"] + b"}")
+
+
+@pytest.mark.parametrize("kind", ["list", "dict", "tuple"])
+def test_data_nested_just_to_the_limit_decodes(kind: str) -> None:
+    for fmt, made in (("json", deep_json(MAX_DEPTH, kind)),
+                      ("msgpack", deep_msgpack(MAX_DEPTH, kind))):
+        value = ValueCodec(fmt).decode(made)  # type: ignore[arg-type]
+        for _ in range(MAX_DEPTH):
+            (value,) = value.values() if kind == "dict" else value
+        assert value == 1
+
+
+# -- data that does not decode raises one error, whatever it holds -----------------------
+DAMAGED = {
+    "not the format": {"json": b"\xc1\x00garbage", "msgpack": b"\xc1"},
+    "empty": {"json": b"", "msgpack": b""},
+    "truncated": {"json": b'["app', "msgpack": b"\x92\xa5apple"},
+    "other format": {"json": b"\x91\xa5apple", "msgpack": b'["apple"]'},
+    "bad bytes tag": {"json": b'{" b":"not base64!"}', "msgpack": b"\x81\xa2 b\xa1a"},
+    "bytes tag of a list": {"json": b'{" b":[1]}', "msgpack": b"\x81\xa2 b\x91\x01"},
+    "bad uuid tag": {"json": b'{" u":"not-a-uuid"}', "msgpack": b"\x81\xa2 u\x05"},
+    "bad datetime tag": {"json": b'{" d":"yesterday"}', "msgpack": b"\x81\xa2 d\x91\x01"},
+    "datetime out of range": {"json": b'{" d":"Mon, 01 Jan 99999999999999999999 00:00:00 GMT"}',
+                              "msgpack": b"\x81\xa2 d\xa7-999999"},
+    "tuple tag of an int": {"json": b'{" t":5}', "msgpack": b"\x81\xa2 t\x05"},
+    "bad escaped dict": {"json": b'{" di":7}', "msgpack": b"\x81\xa3 di\x92\x01\x02"},
+}
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("data", DAMAGED.values(), ids=DAMAGED.keys())
+def test_a_damaged_value_raises_undecodable_value(fmt: str, data: dict[str, bytes]) -> None:
+    with pytest.raises(UndecodableValue) as raised:
+        ValueCodec(fmt).decode(data[fmt])  # type: ignore[arg-type]
+
+    # Code that expects what msgspec raises for a damaged record catches it too.
+    assert isinstance(raised.value, msgspec.DecodeError | ValueError)
+
+
+@pytest.mark.parametrize("data", DAMAGED.values(), ids=DAMAGED.keys())
+def test_a_damaged_cookie_payload_raises_undecodable_value(data: dict[str, bytes]) -> None:
+    with pytest.raises(UndecodableValue):
+        _ours.loads(b'{"v":' + data["json"] + b"}")
+
+
+JSON_NATIVE = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**63) | st.floats() | st.text(),
+    lambda inner: (st.lists(inner, max_size=3)
+                   | st.dictionaries(st.sampled_from([" t", " di", " b", " m", " u", " d",
+                                                      "a", "b__", " t__"]),
+                                     inner, max_size=2)),
+    max_leaves=8,
+)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_property_any_stored_bytes_decode_or_raise_undecodable_value(fmt: str) -> None:
+    codec = ValueCodec(fmt)  # type: ignore[arg-type]
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.binary(max_size=64) | JSON_NATIVE.map(codec.module.encode))
+    def decodes_or_fails_cleanly(data: bytes) -> None:
+        with contextlib.suppress(UndecodableValue):
+            codec.decode(data)
+
+    decodes_or_fails_cleanly()
+
+
+@settings(max_examples=300, deadline=None)
+@given(JSON_NATIVE.map(lambda v: json.dumps({"v": v}).encode()) | st.binary(max_size=64))
+def test_property_any_cookie_payload_decodes_or_raises_undecodable_value(data: bytes) -> None:
+    with contextlib.suppress(UndecodableValue):
+        _ours.loads(data)
+
+
+# -- non-finite floats and other text only Flask's cookie JSON writes --------------------
+NON_FINITE = {"inf": math.inf, "-inf": -math.inf, "nan": math.nan,
+              "list with inf": [1.0, math.inf], "nested nan": {"a": (math.nan, None)}}
+
+
+@pytest.mark.parametrize("value", NON_FINITE.values(), ids=NON_FINITE.keys())
+def test_cookie_payloads_with_non_finite_floats_match_flask_both_ways(value: Any) -> None:
+    written = flask_dumps({"x": value})
+
+    assert "Infinity" in written or "NaN" in written  # what Flask's stdlib JSON writes
+    assert _ours.dumps({"x": value}).decode() == written
+    assert same(_ours.loads(written), _flask.loads(written))
+    assert same(_ours.loads(written)["x"], value)
+
+
+def test_cookie_change_detection_tells_every_value_apart() -> None:
+    # Cookie sessions compare these forms to find in-place changes: inf, nan and None
+    # (all "null" in strict JSON) must differ, and each form must be stable.
+    codec = CookieValueCodec()
+    values = [[math.inf], [-math.inf], [math.nan], [None], [1.0], ["\ud800"], ["\ud801"],
+              [2**80], [{"a": math.inf}], [{"a": 1}]]
+
+    forms = [codec.encode(v) for v in values]
+
+    assert len(set(forms)) == len(values)
+    assert forms == [codec.encode(v) for v in values]
+    for refused in ({1, 2}, nested("list", MAX_DEPTH + 1)):
+        with pytest.raises(UnserializableValue):
+            codec.encode(refused)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_text_that_is_not_valid_unicode_is_refused_clearly_by_server_formats(fmt: str) -> None:
+    # A lone surrogate (from a decoded form field, say) has no UTF-8 form.
+    with pytest.raises(UnserializableValue, match="not valid Unicode"):
+        ValueCodec(fmt).encode({"name": ["\udcff"]})  # type: ignore[arg-type]
+
+
+def test_the_cookie_serializer_names_the_key_it_cannot_store() -> None:
+    with pytest.raises(UnserializableValue, match=r"session\['tags'\].*cannot store a set"):
+        _ours.dumps({"user": "alice", "tags": {1, 2}})
+    # Keys of mixed types, which Flask's sorted JSON cannot write either.
+    with pytest.raises(UnserializableValue, match=r"session\['map'\].*sorted"):
+        _ours.dumps({"user": "alice", "map": {1: "a", "b": 2}})
 
 
 # -- no pickle ---------------------------------------------------------------------------

@@ -25,7 +25,7 @@ from .errors import SessionTooLarge
 from .model import LoadedState, Session
 from .policy import ExpiryPolicy
 from .revocation import RevocationList
-from .serialization import FlaskCookieSerializer, ValueCodec
+from .serialization import CookieValueCodec, FlaskCookieSerializer
 from .signing import KeyRing, TimedCookieReader
 
 BROWSER_COOKIE_LIMIT = 4093  # bytes of "name=value" browsers keep (RFC 6265 says >= 4096)
@@ -83,7 +83,7 @@ class CookieSessions:
         self.max_size = max_size
         self.session_class = session_class
         self.clock = clock
-        self.codec = ValueCodec("json")  # only for change detection of nested values
+        self.codec = CookieValueCodec()  # only for change detection of nested values
         self._payload = _TextSerializer()
         self._signed = URLSafeTimedSerializer(
             ring.oldest_first, salt="cookie-session", serializer=self._payload,

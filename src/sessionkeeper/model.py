@@ -8,14 +8,17 @@ it handed out with the encoded form it had when loaded.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .serialization import ValueCodec
+from .errors import UnserializableValue
+from .serialization import UndecodableValue, ValueCodec, naming_key
 
 _SCALARS = frozenset({str, int, float, bool, type(None), bytes})
 _MISSING: Any = object()
+logger = logging.getLogger("sessionkeeper")
 
 #: keys under this prefix hold sessionkeeper's own entries (device info); apps never see them
 RESERVED_PREFIX = "_sk."
@@ -131,20 +134,46 @@ class Session(MutableMapping[str, Any]):
         self._load()
         if key not in self._values and key not in self._raw:
             return default
-        return self._value(key)
+        try:
+            return self._value(key)
+        except KeyError:  # it did not decode: the session is a fresh one now
+            return default
 
     def _value(self, key: str) -> Any:
         self._load()
         value = self._values.get(key, _MISSING)
         if value is _MISSING:
-            value = self._codec.decode(self._raw[key])  # KeyError when absent
-            self._values[key] = value
+            value = self._decode(key)  # KeyError when absent
         if type(value) not in _SCALARS and key not in self._set and key not in self._watched:
             # Remember its encoded form before the app can mutate it in place.
             if key not in self._raw:
                 self._raw[key] = self._codec.encode(value)
             self._watched.add(key)
         return value
+
+    def _decode(self, key: str) -> Any:
+        """Decode a stored value on its first read. One that no longer decodes (damaged,
+        or written in another SESSION_SERIALIZATION_FORMAT) ends the session as a bad
+        cookie does: it is fresh and empty from here on, its record is deleted at save
+        time, and the read finds nothing (KeyError)."""
+        try:
+            value = self._codec.decode(self._raw[key])
+        except UndecodableValue as exc:
+            logger.info("session value %r cannot be decoded (%s); the session is ended, "
+                        "starting a fresh one", key, exc)
+            self.destroy()
+            raise KeyError(key) from None
+        self._values[key] = value
+        return value
+
+    def _decode_all(self) -> None:
+        """Decode every stored value of the app's, so that a damaged one ends the session
+        before any of its keys is handed out (a loop over keys then finds every value)."""
+        for key in [k for k in self._raw if k not in self._values and not is_reserved(k)]:
+            try:
+                self._decode(key)
+            except KeyError:
+                return
 
     def __setitem__(self, key: str, value: Any) -> None:
         _refuse_reserved(key)
@@ -169,7 +198,18 @@ class Session(MutableMapping[str, Any]):
 
     def __contains__(self, key: object) -> bool:
         self._load()
-        return not is_reserved(key) and (key in self._values or key in self._raw)
+        if is_reserved(key):
+            return False
+        if key in self._values:
+            return True
+        if key not in self._raw:
+            return False
+        # Decoded now, so that a key found here can be read: `if k in session: session[k]`
+        try:
+            self._decode(key)  # type: ignore[arg-type]
+        except KeyError:
+            return False
+        return True
 
     def _all_keys(self) -> set[str]:
         self._load()
@@ -180,6 +220,9 @@ class Session(MutableMapping[str, Any]):
         return {key for key in self._all_keys() if not is_reserved(key)}
 
     def __iter__(self) -> Iterator[str]:
+        self._load()
+        if self._raw:
+            self._decode_all()
         return iter(self._keys())
 
     def __len__(self) -> int:
@@ -260,7 +303,10 @@ class Session(MutableMapping[str, Any]):
         """What was recorded about the device at login (user agent, IP), if anything."""
         if DEVICE_KEY not in self._all_keys():
             return None
-        found = self._value(DEVICE_KEY)
+        try:
+            found = self._value(DEVICE_KEY)
+        except KeyError:  # it did not decode: the session is a fresh one now
+            return None
         return dict(found) if isinstance(found, dict) else None
 
     def record_device(self, info: dict[str, Any]) -> None:
@@ -339,12 +385,18 @@ class Session(MutableMapping[str, Any]):
         if self._state is None or not (self._set or self._watched or self._deleted
                                        or self._cleared):
             return SessionChanges({}, set(), False)  # read-only requests end here
-        encode = self._codec.encode
-        set_values = {key: encode(self._values[key]) for key in self._set}
-        for key in self._watched:
-            current = encode(self._values[key])
-            if current != self._raw.get(key):
-                set_values[key] = current
+        encode, values = self._codec.encode, self._values
+        set_values: dict[str, bytes] = {}
+        key = ""
+        try:
+            for key in self._set:
+                set_values[key] = encode(values[key])
+            for key in self._watched:
+                current = encode(values[key])
+                if current != self._raw.get(key):
+                    set_values[key] = current
+        except UnserializableValue as exc:
+            raise naming_key(key, exc) from exc  # the request that stores it fails
         return SessionChanges(set_values, set(self._deleted), self._cleared)
 
     def encoded_values(self) -> dict[str, bytes]:
@@ -354,7 +406,10 @@ class Session(MutableMapping[str, Any]):
         encode = self._codec.encode
         for key, value in self._values.items():
             if key in self._set or key in self._watched or key not in encoded:
-                encoded[key] = encode(value)
+                try:
+                    encoded[key] = encode(value)
+                except UnserializableValue as exc:
+                    raise naming_key(key, exc) from exc
         return encoded
 
     def plain_values(self) -> dict[str, Any]:
