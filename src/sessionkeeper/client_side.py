@@ -85,6 +85,11 @@ class CookieSessions:
         self.clock = clock
         self.codec = CookieValueCodec()  # only for change detection of nested values
         self._payload = _TextSerializer()
+        self._encrypt = encrypt
+        self.use_keys(ring)
+
+    def use_keys(self, ring: KeyRing) -> None:
+        """Sign (or encrypt) with ``ring`` from now on (SECRET_KEY changed at run time)."""
         self._signed = URLSafeTimedSerializer(
             ring.oldest_first, salt="cookie-session", serializer=self._payload,
             signer=_ClockedSigner,
@@ -93,7 +98,7 @@ class CookieSessions:
         )
         # Reads skip itsdangerous' per-request signer objects and key derivation.
         self._reader = TimedCookieReader(ring, salt="cookie-session")
-        self._cipher = CookieCipher(ring) if encrypt else None
+        self._cipher = CookieCipher(ring) if self._encrypt else None
 
     def open(self, token: TokenSource) -> Session:
         """A lazy session; ``token`` may be a callable, so even reading the cookie waits
@@ -136,30 +141,32 @@ class CookieSessions:
             values=data, had_cookie=True,
         )
 
-    def _read(self, token: str) -> tuple[dict[str, Any], float] | None:
+    def _read(self, token: str, report: bool = True) -> tuple[dict[str, Any], float] | None:
+        """The verified payload and signing time; ``report`` logs and signals a refusal
+        (not for a request that never used its session)."""
         max_age = self.policy.window
         try:
             if token.startswith(ENCRYPTED_PREFIX) and self._cipher is not None:
                 opened = self._cipher.decrypt(token)
                 if opened is None:
-                    return self._reject("cannot be decrypted")
+                    return self._reject("cannot be decrypted") if report else None
                 payload, issued_at = opened
                 if self.clock() - issued_at > max_age:
-                    return self._expire("idle or lifetime timeout", None)
+                    return self._expire("idle or lifetime timeout", None) if report else None
                 data = self._payload.loads(payload)
             else:
                 verified = self._reader.unsign(token)
                 if verified is None:
-                    return self._reject("BadTimeSignature")
+                    return self._reject("BadTimeSignature") if report else None
                 signed_payload, issued_at = verified
                 age = int(self.clock()) - issued_at
                 if age > max_age or age < 0:  # the checks itsdangerous makes
-                    return self._expire("idle or lifetime timeout", None)
+                    return self._expire("idle or lifetime timeout", None) if report else None
                 data = self._payload.loads(TimedCookieReader.payload_bytes(signed_payload))
         except (ValueError, TypeError, KeyError, UnicodeError) as exc:
-            return self._reject(f"undecodable payload ({type(exc).__name__})")
+            return self._reject(f"undecodable payload ({type(exc).__name__})") if report else None
         if not isinstance(data, dict):
-            return self._reject("payload is not a mapping")
+            return self._reject("payload is not a mapping") if report else None
         return data, float(issued_at)
 
     def _reject(self, why: str) -> None:
@@ -182,15 +189,19 @@ class CookieSessions:
         if session.user_changed or session.regenerate_requested:
             self._rebind(session, state, now)
         if session.empty:
-            return DELETE_COOKIE if state.had_cookie else None
+            # As Flask's cookie session: a cookie is deleted when the request emptied the
+            # session, not because it could not be read (a key rotated back reads again).
+            emptied = session.destroyed or session.cleared or session.modified
+            return DELETE_COOKIE if state.had_cookie and emptied else None
         if session.destroyed:
             state.new, state.created_at = True, now  # written to after logout: a new session
         changed = (session.destroyed or session.meta_changed or bool(session.changes())
                    or session.regenerate_requested)
-        # A read refreshes the cookie's signed time now and then, permanent or not: the
-        # idle timeout counts from it, so an active user must not be timed out.
-        if not changed and not self.policy.should_refresh(state.created_at,
-                                                          state.accessed_at, now):
+        # A read refreshes a permanent cookie's signed time, as Flask's does; with an idle
+        # timeout a browser-session cookie too, since the timeout counts from that time.
+        if not changed and not (
+                (state.permanent or self.policy.idle_timeout is not None)
+                and self.policy.should_refresh(state.created_at, state.accessed_at, now)):
             return None
         if self._revoked_meanwhile(session, state, now):
             return None
@@ -223,6 +234,33 @@ class CookieSessions:
         state.new = False
         max_age = self.policy.cookie_max_age(self.policy.expires_at(state.created_at, now), now)
         return CookieUpdate(value, max_age if state.permanent else None)
+
+    @property
+    def refreshes_untouched(self) -> bool:
+        """Flask's cookie session re-signs a permanent session's cookie on every
+        request, used or not (SESSION_REFRESH_EACH_REQUEST, SESSION_REFRESH_FRACTION 0)."""
+        return self.policy.refresh_each_request and self.policy.refresh_fraction == 0
+
+    def refresh_untouched(self, token: str) -> CookieUpdate | None:
+        """The re-signed cookie of a permanent session the request never used.
+
+        Its content is sent back as it came, so nothing else is checked: a revoked
+        binding re-signed stays revoked, and no store is asked.
+        """
+        found = self._read(token, report=False)
+        if found is None or not found[0].get(PERMANENT_KEY):
+            return None
+        data, issued_at = found
+        try:
+            meta = CookieMeta.take_from(dict(data))
+        except ValueError:
+            return None
+        now = self.clock()
+        created_at = meta.created_at if meta.created_at is not None else issued_at
+        if self.policy.is_expired(created_at, issued_at + self.policy.window, now):
+            return None
+        max_age = self.policy.cookie_max_age(self.policy.expires_at(created_at, now), now)
+        return CookieUpdate(self.dumps(data, int(now)), max_age)
 
     def _revoked_meanwhile(self, session: Session, state: LoadedState, now: float) -> bool:
         """True when the binding this request would re-issue was revoked while it ran

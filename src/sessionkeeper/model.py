@@ -87,6 +87,7 @@ class Session(MutableMapping[str, Any]):
     _regenerate = False
     _destroy = False
     _user_changed = False
+    _saved_changes = False
     _loaded_user_id: str | None = None
     _values: dict[str, Any]
     _raw: dict[str, bytes]
@@ -324,7 +325,9 @@ class Session(MutableMapping[str, Any]):
         """True when this request changed the session (in place changes included)."""
         if not self.loaded:
             return False
-        return self._force_save or self._meta_changed or bool(self.changes())
+        # Stays True once the request's changes are saved, as Flask's flag does.
+        return (self._saved_changes or self._force_save or self._meta_changed
+                or bool(self.changes()))
 
     @modified.setter
     def modified(self, value: bool) -> None:
@@ -418,6 +421,9 @@ class Session(MutableMapping[str, Any]):
 
     def mark_saved(self) -> None:
         """Reset change tracking after a save, so a second save writes nothing."""
+        self._saved_changes = self._saved_changes or bool(
+            self._force_save or self._meta_changed or self._cleared
+            or (self._state is not None and self.changes()))
         if self._state is not None:
             self._set.clear()
             self._deleted.clear()

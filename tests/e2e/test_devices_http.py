@@ -69,7 +69,7 @@ def device(demo: LiveDemo) -> Iterator[Login]:
         helper = logged_in(demo.url, "cleanup")
         answer = helper.post(f"{demo.url}/devices/revoke-others", data={"password": PASSWORD})
         assert answer.status_code == 200, answer.text
-        helper.get(f"{demo.url}/logout")
+        helper.post(f"{demo.url}/logout")
 
     def make(name: str, user: str = "Tom") -> requests.Session:
         return logged_in(demo.url, name, user)
@@ -153,7 +153,7 @@ def test_both_devices_are_listed_and_this_one_is_marked(
 
 def test_logging_out_removes_the_device_from_the_list(demo: LiveDemo, device: Login) -> None:
     a, b = device("device-A"), device("device-B")
-    b.get(f"{demo.url}/logout")
+    b.post(f"{demo.url}/logout")
     assert logged_in_as(b, demo.url) is None
     assert listed_agents(a, demo.url) == {agent(a)}
 
@@ -250,7 +250,7 @@ def test_another_users_session_cannot_be_revoked(demo: LiveDemo, device: Login) 
         assert "That session had already ended" in flashes(shown), handle[:20]
     assert logged_in_as(tom, demo.url) == "Tom"
     assert logged_in_as(laowang, demo.url) == "laowang"
-    laowang.get(f"{demo.url}/logout")
+    laowang.post(f"{demo.url}/logout")
 
 
 # -- the password --------------------------------------------------------------------

@@ -31,6 +31,8 @@ class SessionKeeperInterface(SessionInterface):
         # them (at request time); resolving them now also checks them at start-up.
         self.live = LiveConfig(self)
         self.cookie = self._settings_now(app)
+        #: whether sessions sign with SECRET_KEY (fixed for the backend's life)
+        self._signs = self._needs_secret()
         #: SESSION_HEADER_NAME: API clients may carry the token in this header instead
         self.header_name = settings.header_name
 
@@ -70,14 +72,14 @@ class SessionKeeperInterface(SessionInterface):
         return type(obj) is self.null_session_class
 
     def open_session(self, app: Flask, request: Request) -> Session | None:
-        self.cookie = self._settings_now(app)
-        if not app.secret_key and self._needs_secret():
+        if self._signs and not app.secret_key:
             return None  # Flask makes its null session: "the session is unavailable"
-        # No work here, not even parsing the Cookie header: the token is read, checked
-        # and looked up only if the view touches the session.
-        return self.backend.open(partial(self._request_token, request))
+        # No work here, not even parsing the Cookie header or re-reading the settings:
+        # the token is read, checked and looked up only if the view touches the session.
+        return self.backend.open(partial(self._request_token, app, request))
 
-    def _request_token(self, request: Request) -> str | None:
+    def _request_token(self, app: Flask, request: Request) -> str | None:
+        self.cookie = self._settings_now(app)
         header = self._header_token(request)
         if header is not None:
             return header or None
@@ -90,7 +92,7 @@ class SessionKeeperInterface(SessionInterface):
             # Untouched: nothing to vary on, save or clean up; only a cookie session
             # refreshed on every request re-signs its cookie, as Flask's does.
             if isinstance(self.backend, CookieSessions) and self.backend.refreshes_untouched:
-                token = self._request_token(request)
+                token = self._request_token(app, request)
                 update = self.backend.refresh_untouched(token) if token else None
                 if update is not None:
                     self._set_cookie(response, update)
