@@ -18,7 +18,7 @@ from ..model import Session
 from ..server_side import ServerSideSessions
 from ..settings import Settings
 from ..signing import KeyRing
-from .live_config import CookieSettings, LiveConfig, with_lifetime
+from .live_config import LiveConfig, with_lifetime
 
 
 class SessionKeeperInterface(SessionInterface):
@@ -29,8 +29,8 @@ class SessionKeeperInterface(SessionInterface):
         self.settings = settings
         # Cookie attributes, keys and lifetime are Flask's settings, read as Flask reads
         # them (at request time); resolving them now also checks them at start-up.
-        self.live = LiveConfig(self)
-        self.cookie = self._settings_now(app)
+        self.live = LiveConfig(self, self._use_keys, self._use_lifetime)
+        self.cookie = self.live.refresh(app)
         #: whether sessions sign with SECRET_KEY (fixed for the backend's life)
         self._signs = self._needs_secret()
         #: SESSION_HEADER_NAME: API clients may carry the token in this header instead
@@ -39,9 +39,6 @@ class SessionKeeperInterface(SessionInterface):
     @property
     def cookie_name(self) -> str:
         return self.cookie.name
-
-    def _settings_now(self, app: Flask) -> CookieSettings:
-        return self.live.refresh(app, self._use_keys, self._use_lifetime)
 
     def _use_keys(self, ring: KeyRing | None) -> None:
         if ring is not None:
@@ -79,7 +76,7 @@ class SessionKeeperInterface(SessionInterface):
         return self.backend.open(partial(self._request_token, app, request))
 
     def _request_token(self, app: Flask, request: Request) -> str | None:
-        self.cookie = self._settings_now(app)
+        self.cookie = self.live.refresh(app)
         header = self._header_token(request)
         if header is not None:
             return header or None

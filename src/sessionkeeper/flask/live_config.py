@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from operator import itemgetter
 from typing import Any
 
 from flask import Flask
@@ -26,6 +27,7 @@ WATCHED_KEYS = (
     "SESSION_COOKIE_HTTPONLY", "SESSION_COOKIE_SAMESITE", "SESSION_COOKIE_PARTITIONED",
     "PERMANENT_SESSION_LIFETIME", "SESSION_REFRESH_EACH_REQUEST",
 )
+_watched = itemgetter(*WATCHED_KEYS)
 
 
 @dataclass(frozen=True)
@@ -39,34 +41,41 @@ class CookieSettings:
 class LiveConfig:
     """Re-resolves the session settings when the app's config changed.
 
-    ``apply`` receives the new key ring (None without a secret key) and is called only
-    when the keys changed; the returned policy replaces the backend's.
+    ``apply_keys`` receives the new key ring (None without a secret key) when the keys
+    changed; ``apply_lifetime`` the lifetime and SESSION_REFRESH_EACH_REQUEST when
+    those did.
     """
 
-    def __init__(self, interface: Any) -> None:
+    def __init__(self, interface: Any, apply_keys: Callable[[KeyRing | None], None],
+                 apply_lifetime: Callable[[float, bool], None]) -> None:
         self._interface = interface
+        self._apply_keys = apply_keys
+        self._apply_lifetime = apply_lifetime
         self._seen: tuple[Any, ...] | None = None
         self.cookie: CookieSettings | None = None
 
-    def refresh(self, app: Flask, apply_keys: Callable[[KeyRing | None], None],
-                apply_lifetime: Callable[[float, bool], None]) -> CookieSettings:
-        config = app.config
-        seen = tuple(map(config.get, WATCHED_KEYS))
-        cookie = self.cookie
-        if seen == self._seen and cookie is not None:
-            return cookie  # the common case: nothing changed since the last request
-        previous = self._seen
-        self.cookie = cookie = self._cookie_settings(app)
+    def refresh(self, app: Flask) -> CookieSettings:
+        try:
+            seen = _watched(app.config)  # one C call
+        except KeyError:  # an older Flask without some of these keys
+            seen = tuple(map(app.config.get, WATCHED_KEYS))
+        if seen == self._seen:
+            return self.cookie  # type: ignore[return-value]  # set with _seen
+        return self._changed(app, seen)
+
+    def _changed(self, app: Flask, seen: tuple[Any, ...]) -> CookieSettings:
+        config, previous = app.config, self._seen
+        cookie = self._cookie_settings(app)
         if previous is None or previous[:2] != seen[:2]:
             secret = config.get("SECRET_KEY")
             fallbacks = config.get("SECRET_KEY_FALLBACKS") or []
-            apply_keys(KeyRing(secret, list(fallbacks)) if secret else None)
+            self._apply_keys(KeyRing(secret, list(fallbacks)) if secret else None)
         if previous is None or previous[-2:] != seen[-2:]:
             lifetime = seconds(config.get("PERMANENT_SESSION_LIFETIME", DEFAULT_LIFETIME),
                                "PERMANENT_SESSION_LIFETIME")
             refresh = config.get("SESSION_REFRESH_EACH_REQUEST", True)
-            apply_lifetime(lifetime, refresh is None or bool(refresh))
-        self._seen = seen
+            self._apply_lifetime(lifetime, refresh is None or bool(refresh))
+        self.cookie, self._seen = cookie, seen
         return cookie
 
     def _cookie_settings(self, app: Flask) -> CookieSettings:
