@@ -465,6 +465,51 @@ def test_regeneration_keeps_the_data_and_retires_the_old_id(store: SessionStore)
     assert store.load(backend.key(old), time.time()) is None
 
 
+def test_a_write_in_flight_during_a_login_lands_in_the_new_session(store: SessionStore) -> None:
+    """A slow request loaded the session before a login rotated its id: its change is
+    saved under the new id, and its response leaves the new cookie alone."""
+    backend = sessions_for(store)
+    user = f"user-{secrets.token_hex(4)}"
+    old = issued_token(backend, started=True)
+    slow = backend.open(old)
+    slow["cart"] = ["book"]  # loaded (and changed) before the login
+
+    _, login_cookie = run(backend, old, lambda s: s.login(user))
+    assert backend.save(slow) is None
+    assert login_cookie is not None and login_cookie.value is not None
+
+    now_seen, _ = run(backend, login_cookie.value, lambda s: None)
+    assert dict(now_seen) == {"started": True, "cart": ["book"]}
+    assert now_seen.user_id == user
+
+
+def test_a_refresh_due_on_a_rotated_id_sends_no_cookie(store: SessionStore) -> None:
+    backend = sessions_for(store)
+    old = issued_token(backend, started=True)
+    backend.policy = ExpiryPolicy(lifetime=3600, refresh_fraction=0)  # every read refreshes
+    slow = backend.open(old)
+    assert slow.get("started")
+    _, cookie = run(backend, old, lambda s: s.regenerate())
+    assert cookie is not None
+    assert backend.save(slow) is None  # never re-sends the rotated id
+
+
+def test_a_double_submitted_login_leaves_one_session_of_the_user(store: SessionStore) -> None:
+    backend = sessions_for(store)
+    user = f"user-{secrets.token_hex(4)}"
+    old = issued_token(backend, started=True)
+    first, second = backend.open(old), backend.open(old)
+    for submit in (first, second):
+        submit.get("started")  # both loaded before either saved
+        submit.login(user)
+        submit["name"] = user
+    cookies = [backend.save(first), backend.save(second)]
+
+    values = {cookie.value for cookie in cookies if cookie is not None}
+    assert len(values) == 1, "both responses carry the one new session"
+    assert len(store.keys_for_user(user, time.time())) == 1
+
+
 def test_without_a_grace_window_a_regenerated_id_is_cleared_like_any_stale_one(
         store: SessionStore) -> None:
     backend = sessions_for(store)
