@@ -56,6 +56,8 @@ class LoadedState:
     #: (both checked against revocations; server sessions are revoked by deletion)
     bound_at: float | None = None
     handle: str | None = None
+    #: server sessions: the store's concurrency token of the loaded record
+    version: Any = None
     #: server sessions: the request carried this id, rotated to a new one moments ago
     #: (SESSION_ROTATION_GRACE); its response must leave the browser's new cookie alone
     rotated_from: str | None = None

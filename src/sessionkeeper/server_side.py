@@ -131,7 +131,7 @@ class ServerSideSessions:
                     sid=sid, new=False, permanent=record.permanent,
                     created_at=record.created_at, accessed_at=record.accessed_at,
                     expires_at=record.expires_at, user_id=record.user_id,
-                    raw=record.values, had_cookie=True,
+                    raw=record.values, had_cookie=True, version=record.version,
                 )
         return LoadedState(
             sid=None, new=True, permanent=self.permanent, created_at=now,
@@ -192,6 +192,7 @@ class ServerSideSessions:
             if new_sid is not None:
                 # A login rotated the id while this request ran: its changes belong to
                 # the new session, and the login's response carries the new cookie.
+                update.version = None  # the token was the old record's
                 if self.store.update(self.key(new_sid), update):
                     logger.info("session %s was rotated while a request ran; its changes "
                                 "were saved under the new id", self.log_id(sid))
@@ -216,7 +217,7 @@ class ServerSideSessions:
             set_values=changes.set_values, deleted_keys=changes.deleted_keys,
             replace=changes.replace, accessed_at=now, expires_at=expires_at,
             permanent=state.permanent, user_id=state.user_id,
-            user_id_changed=session.user_changed,
+            user_id_changed=session.user_changed, version=state.version,
         )
 
     def _create(self, session: Session, state: LoadedState, now: float,
@@ -283,7 +284,7 @@ class ServerSideSessions:
             return None
         expires_at = self.policy.expires_at(record.created_at, now)
         update = self._update(session, session.changes(), now, expires_at)
-        update.user_id_changed = False
+        update.user_id_changed, update.version = False, None
         if not self.store.update(self.key(new_sid), update):
             return None
         logger.info("session %s was already rotated by a concurrent request; joined it",

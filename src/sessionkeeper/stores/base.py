@@ -56,6 +56,10 @@ class SessionUpdate:
     #: set when the user id changed (None may mean "logged out")
     user_id_changed: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+    #: the ``version`` of the record this request loaded (a CAS token, a row version,
+    #: what it held): it travels with the session, never in per-thread state, so load
+    #: and save may run on different threads or tasks
+    version: Any = None
 
     def apply_to(self, values: dict[str, bytes]) -> dict[str, bytes]:
         """The values after this delta; for stores that read-modify-write."""
