@@ -44,7 +44,12 @@ def _cookie_options() -> dict[str, Any]:
 
 
 def remember_login(response: Response, uid: str, max_age: float | None) -> None:
-    """Mark this browser as logged in, for as long as its session cookie lasts."""
+    """Mark this browser as logged in, for as long as its session cookie lasts.
+
+    API clients carrying their session in SESSION_HEADER_NAME get no cookie at all."""
+    header = current_app.config.get("SESSION_HEADER_NAME")
+    if header and header in request.headers:
+        return
     set_signed_cookie(response, MARKER, uid, salt=_SALT, max_age=max_age, **_cookie_options())
 
 

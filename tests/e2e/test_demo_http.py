@@ -440,14 +440,20 @@ GARBAGE_COOKIES = [
 ]
 
 
-def test_garbage_session_cookie_gives_a_fresh_session(demo: LiveDemo) -> None:
+def test_garbage_session_cookie_gives_a_fresh_session(demo: LiveDemo,
+                                                     request: pytest.FixtureRequest) -> None:
     for garbage in GARBAGE_COOKIES:
         response = requests.get(f"{demo.url}/", headers={"Cookie": f"session={garbage}"})
         assert response.status_code == 200, garbage
         assert status_line(response) == "You are not logged in"
-        # The bad cookie is cleared so the browser stops sending it.
         header = set_cookie_headers(response).get("session", "")
-        assert attribute(header, "Max-Age") == "0", (garbage, header)
+        if request.node.callspec.params["demo"] == "cookie":
+            # As Flask's cookie session: a cookie that cannot be read is left alone (a
+            # key rotated back reads it again); the next login replaces it.
+            assert header == "", (garbage, header)
+        else:
+            # A server store clears a bad cookie so the browser stops sending it.
+            assert attribute(header, "Max-Age") == "0", (garbage, header)
     client = requests.Session()
     client.headers["Cookie"] = "session=garbage"
     log_in(client, demo.url)

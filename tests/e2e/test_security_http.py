@@ -13,7 +13,14 @@ from collections.abc import Iterator
 import pytest
 import requests
 from live_server import LiveDemo
-from test_demo_http import STORES, cookie_value, demo_on_store, log_in, status_line
+from test_demo_http import (
+    STORES,
+    cookie_value,
+    demo_on_store,
+    log_in,
+    set_cookie_headers,
+    status_line,
+)
 
 # Seconds. Cookie sessions sign whole-second timestamps (as Flask's do), so every wait
 # keeps a second of slack.
@@ -78,8 +85,7 @@ def test_an_api_client_can_carry_the_session_in_a_header(demo: LiveDemo) -> None
 def test_session_cookies_are_httponly_and_samesite_lax(demo: LiveDemo) -> None:
     client = requests.Session()
     response = log_in(client, demo.url)
-    set_cookie = response.headers["Set-Cookie"]
-    assert set_cookie.startswith("session=")
+    set_cookie = set_cookie_headers(response)["session"]
     attributes = {part.strip().split("=")[0].lower() for part in set_cookie.split(";")}
     assert {"httponly", "samesite", "path"} <= attributes
     assert "SameSite=Lax" in set_cookie
