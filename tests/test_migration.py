@@ -33,7 +33,7 @@ from providers._shared import random_prefix
 from pymemcache.client.base import Client as MemcacheClient
 from servers import ServerGroup, require, start_memcached, start_or_skip, unused_port
 
-from sessionkeeper import legacy
+from sessionkeeper import legacy, legacy_cachelib
 from sessionkeeper.errors import ConfigurationError, SessionKeeperError
 from sessionkeeper.flask import Session
 from sessionkeeper.flask.migrate import migrate_on_first_use
@@ -42,15 +42,17 @@ from sessionkeeper.legacy import (
     LegacyPickleData,
     UnreadableLegacyData,
     accepts_sid,
-    cachelib_name,
-    cachelib_path,
-    converted_file_key,
     decode_flask_session_payload,
     is_pickle,
     load_pickled_payload,
-    read_cachelib_file,
     read_payload,
     to_record,
+)
+from sessionkeeper.legacy_cachelib import (
+    cachelib_name,
+    cachelib_path,
+    converted_file_key,
+    read_cachelib_file,
 )
 from sessionkeeper.serialization import ValueCodec
 from sessionkeeper.stores.filesystem import FileSystemStore
@@ -441,17 +443,22 @@ def test_a_table_that_is_not_flask_sessions_is_a_clear_error(legacy_db: LegacyDa
 
 # -- filesystem (cachelib) --------------------------------------------------------------
 @pytest.fixture
-def no_unpickling(monkeypatch: pytest.MonkeyPatch) -> Callable[[], None]:
-    """Call it to make any unpickling or cachelib file read from then on fail the test."""
+def no_unpickling(monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
+    """Call it to make any unpickling or cachelib file read from then on fail the test.
 
-    def forbid() -> None:
+    ``forbid(any_pickle=False)`` forbids only the migration's own: an app whose store is
+    cachelib still has cachelib unpickle the bytes that store wrote.
+    """
+
+    def forbid(*, any_pickle: bool = True) -> None:
         def boom(*args: Any, **kwargs: Any) -> Any:
             raise AssertionError("unpickled or read a cachelib file while serving a request")
 
         monkeypatch.setattr(legacy, "load_pickled_payload", boom)
-        monkeypatch.setattr(legacy, "read_cachelib_file", boom)
-        monkeypatch.setattr(pickle, "loads", boom)
-        monkeypatch.setattr(pickle, "load", boom)
+        monkeypatch.setattr(legacy_cachelib, "read_cachelib_file", boom)
+        if any_pickle:
+            monkeypatch.setattr(pickle, "loads", boom)
+            monkeypatch.setattr(pickle, "load", boom)
 
     return forbid
 
@@ -461,7 +468,7 @@ def filesystem_config(folder: Path) -> dict[str, Any]:
 
 
 def test_filesystem_users_stay_logged_in_after_migrate_with_allow_pickle(
-    tmp_path: Path, no_unpickling: Callable[[], None],
+    tmp_path: Path, no_unpickling: Callable[..., None],
 ) -> None:
     folder = tmp_path / "flask_session"
     config = filesystem_config(folder)
@@ -473,7 +480,7 @@ def test_filesystem_users_stay_logged_in_after_migrate_with_allow_pickle(
     migrate_on_first_use(app)
     refused = run_migrate(app)
     assert count_line(refused.output, "skipped, pickled") == 1
-    assert "filesystem backend always pickled" in refused.output
+    assert "cachelib pickles every session" in refused.output
     assert "--allow-pickle" in refused.output and "WARNING" not in refused.output
     assert browser_with(cookie, app).get("/whoami").text == "anonymous"
 
@@ -498,7 +505,7 @@ def test_filesystem_users_stay_logged_in_after_migrate_with_allow_pickle(
 
 
 def test_filesystem_files_are_never_read_while_serving_requests(
-    tmp_path: Path, no_unpickling: Callable[[], None],
+    tmp_path: Path, no_unpickling: Callable[..., None],
 ) -> None:
     folder = tmp_path / "flask_session"
     config = filesystem_config(folder)

@@ -10,36 +10,33 @@ SESSION_USE_SIGNER):
 - mongodb: documents ``{id: P + sid, val: payload, expiration: UTC date}``;
 - memcached: key ``P + sid``; value: the payload (memcached does not tell the remaining
   life, nor list its keys);
-- filesystem / cachelib: a cachelib ``FileSystemCache`` file named ``sha256(P + sid)``
-  holding a 4-byte expiry (0 = never) and then the session dict, always pickled.
+- dynamodb: items ``{id: P + sid, val: payload, expiration: N}`` (see legacy_dynamodb);
+- filesystem / cachelib: the session dict handed to a cachelib cache, which pickles it
+  (see legacy_cachelib).
 
 The payload is the session dict (with ``_permanent`` when permanent) encoded by msgspec
 as MessagePack or JSON (SESSION_SERIALIZATION_FORMAT). Flask-Session before 0.7 pickled
 it, and 0.8 still reads such records. Pickle can run any code named in the data, so it
 is recognised by its header and refused unless the caller allows it; even then it is
-read by a loader that accepts plain data types only.
+read by a loader that accepts plain data types only, and never while a request is served.
 
 Because sessionkeeper keys a session by ``sha256(sid)`` and uses Flask-Session's
 cookie format (and signature scheme), a migrated session is found under the very
-cookie the browser already has. A cachelib file's name cannot be turned back into its
-``sid``, so a converted file is kept under a key derived from that name
-(:func:`converted_file_key`) until its user's cookie shows which session it is.
+cookie the browser already has.
 """
 
 from __future__ import annotations
 
 import enum
-import hashlib
 import io
 import pickle
+import pickletools
 import re
-import struct
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 import msgspec
@@ -83,6 +80,26 @@ def is_pickle(blob: bytes) -> bool:
     # "}", and every pickle ends with STOP ".". Neither opening is valid JSON, and in
     # MessagePack both are one small integer followed by trailing bytes (invalid).
     return blob.endswith(b".") and (blob.startswith(b"(d") or blob.startswith(b"}"))
+
+
+def pickle_opens_dict(blob: bytes) -> bool:
+    """True when a pickle's top-level object is a plain dict, as Flask-Session's cachelib
+    entries are. Judged from the first opcodes, which pickletools parses without running
+    anything: sessionkeeper's own entries in a shared cache are bytes, never a dict."""
+    opened = False
+    try:
+        for opcode, _, _ in pickletools.genops(bytes(blob)):
+            if opcode.name in ("PROTO", "FRAME"):
+                continue
+            if opcode.name == "EMPTY_DICT":
+                return not opened
+            if opcode.name == "MARK" and not opened:
+                opened = True  # protocol 0 writes a dict as MARK DICT
+                continue
+            return opened and opcode.name == "DICT"
+    except (ValueError, EOFError):  # not a pickle, or a damaged one
+        return False
+    return False
 
 
 _DECODERS = (msgspec.msgpack.Decoder(), msgspec.json.Decoder())
@@ -188,6 +205,8 @@ class LegacyEntry:
     handle: Any
     payload: bytes
     expires_at: float | None  # None: stored without an expiry
+    #: stored where Flask-Session's records are, but not one of them (left alone)
+    foreign: bool = False
 
 
 class LegacySource(Protocol):
@@ -389,7 +408,8 @@ class MigrationReport:
     outcomes: Counter[Outcome] = field(default_factory=Counter)
     #: why records were unreadable (never their ids: those are live credentials)
     reasons: Counter[str] = field(default_factory=Counter)
-    #: keys under the old prefix that are not session ids this app accepts
+    #: keys under the old prefix that are not session ids this app accepts, and
+    #: entries beside Flask-Session's that are not its sessions
     foreign: int = 0
     deleted: int = 0
 
@@ -444,7 +464,8 @@ def migrate(source: LegacySource, backend: ServerSideSessions,
 
     ``candidates`` defaults to :func:`select_candidates`; ``progress(n)`` is called after
     each batch of ``n``. With ``delete_old`` the old records that were copied, were
-    copied before, or had expired are removed; pickled and unreadable ones stay.
+    copied before, or had expired are removed; pickled and unreadable ones stay, and
+    so do entries that are not Flask-Session's (counted in ``foreign``).
     """
     report = MigrationReport()
     if candidates is None:
@@ -452,6 +473,9 @@ def migrate(source: LegacySource, backend: ServerSideSessions,
     deletable: list[Any] = []
     for batch in chunked(candidates, batch_size):
         for entry in source.fetch(batch):
+            if entry.foreign:
+                report.foreign += 1
+                continue
             outcome, reason = migrate_entry(entry, backend, now=now,
                                             allow_pickle=allow_pickle, dry_run=dry_run)
             report.add(outcome, reason)
@@ -505,83 +529,3 @@ class MemcachedSource:
 
     def discard(self, handle: Any) -> None:
         self.call(lambda client: client.delete(handle, noreply=False))
-
-
-# -- Flask-Session's filesystem (cachelib) files ----------------------------------------
-_CACHELIB_HEADER = struct.Struct("I")  # cachelib writes the expiry in native "I" format
-_CACHELIB_NAME = re.compile(r"[0-9a-f]{64}")
-_CACHELIB_COUNT_FILE = hashlib.sha256(b"__wz_cache_count").hexdigest()
-#: a converted file's stand-in id: never a valid session id (":" is not in any id)
-_CONVERTED_FILE = "flask-session-file:"
-
-
-def cachelib_name(prefix: str, sid: str) -> str:
-    """The name cachelib's FileSystemCache (sha256 names) gives Flask-Session's ``sid``."""
-    return hashlib.sha256((prefix + sid).encode("utf-8")).hexdigest()
-
-
-def cachelib_path(directory: str | Path, prefix: str, sid: str) -> Path:
-    """Where cachelib's FileSystemCache keeps Flask-Session's ``sid``."""
-    return Path(directory) / cachelib_name(prefix, sid)
-
-
-def converted_file_key(backend: ServerSideSessions, name: str) -> str:
-    """The store key a converted cachelib file waits under until its user returns."""
-    return backend.key(_CONVERTED_FILE + name)
-
-
-def read_cachelib_file(path: Path) -> tuple[float | None, bytes]:
-    """The expiry (None: never) and the payload of a cachelib file.
-
-    Raises FileNotFoundError when absent and UnreadableLegacyData when damaged.
-    """
-    blob = path.read_bytes()
-    if len(blob) < _CACHELIB_HEADER.size:
-        raise UnreadableLegacyData("the cachelib file is truncated")
-    (expiry,) = _CACHELIB_HEADER.unpack_from(blob)
-    return (float(expiry) if expiry else None), blob[_CACHELIB_HEADER.size:]
-
-
-class CachelibDirSource:
-    """Flask-Session's cachelib files, converted under :func:`converted_file_key`.
-
-    Each candidate's ``sid`` is the stand-in id of its file name, so :func:`migrate`
-    stores the converted session where the request path finds it from the cookie.
-    sessionkeeper's own files (``*.session``) in the same directory are not listed.
-    """
-
-    def __init__(self, directory: str | Path) -> None:
-        self.directory = Path(directory)
-        self.description = f"Flask-Session files in {str(self.directory)!r}"
-
-    def candidates(self) -> list[Candidate]:
-        try:
-            paths = list(self.directory.iterdir())
-        except OSError as exc:
-            raise LegacySourceError(f"cannot list {self.description}: {exc}") from exc
-        return [Candidate(_CONVERTED_FILE + path.name, path) for path in sorted(paths)
-                if _CACHELIB_NAME.fullmatch(path.name) and path.name != _CACHELIB_COUNT_FILE]
-
-    def fetch(self, batch: Sequence[Candidate]) -> list[LegacyEntry]:
-        entries = []
-        for candidate in batch:
-            try:
-                expires_at, payload = read_cachelib_file(candidate.handle)
-            except FileNotFoundError:
-                continue
-            except (OSError, UnreadableLegacyData):
-                expires_at, payload = None, b""  # counted as unreadable, left in place
-            entries.append(LegacyEntry(candidate.sid, candidate.handle, payload, expires_at))
-        return entries
-
-    def delete(self, handles: Sequence[Any]) -> int:
-        removed = 0
-        for path in handles:
-            try:
-                path.unlink()
-                removed += 1
-            except FileNotFoundError:
-                continue
-            except OSError as exc:
-                raise LegacySourceError(f"cannot delete {path}: {exc}") from exc
-        return removed
