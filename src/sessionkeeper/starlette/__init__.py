@@ -1,0 +1,12 @@
+"""sessionkeeper for Starlette and FastAPI: a drop-in for Starlette's ``SessionMiddleware``.
+
+    from sessionkeeper.starlette import SessionMiddleware   # was: starlette.middleware.sessions
+
+    app.add_middleware(SessionMiddleware, secret_key="...")                  # Starlette's cookie
+    app.add_middleware(SessionMiddleware, secret_key="...", store="redis://127.0.0.1:6379/0")
+"""
+
+from .middleware import SessionMiddleware
+from .session import Session
+
+__all__ = ["Session", "SessionMiddleware"]

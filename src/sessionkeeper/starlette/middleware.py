@@ -1,0 +1,205 @@
+"""``SessionMiddleware``: Starlette's session middleware on sessionkeeper's core.
+
+A pure ASGI middleware, as Starlette's own: the request's session is opened before the
+app runs (for a server store, one read in a worker thread, and only when the request
+carries a session cookie) and put in ``scope["session"]``, where ``request.session``
+finds it; it is saved when the response starts, so the cookie goes out with it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Literal
+
+from starlette.datastructures import MutableHeaders
+from starlette.requests import cookie_parser
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ..backend import CookieUpdate, logger
+from ..errors import StoreUnavailable
+from ..serialization import ValueCodec
+from ..server_side import DEFAULT_ROTATION_GRACE, ServerSideSessions
+from ..stores.base import SessionStore
+from .cookie import StarletteCookies
+from .session import Session
+from .stores import server_sessions, store_from
+from .threads import DEFAULT_STORE_THREADS, StoreThreads
+
+_EXPIRED = "expires=Thu, 01 Jan 1970 00:00:00 GMT; "
+# The pages sessionkeeper's Flask extension answers with (load, then save).
+_UNAVAILABLE = (b"<h1>Service Unavailable</h1><p>Sessions are temporarily unavailable; "
+                b"please try again shortly.</p>")
+_NOT_SAVED = (b"<h1>Service Unavailable</h1><p>Your changes could not be saved; "
+              b"please try again shortly.</p>")
+#: "Try Again Later": a websocket whose session store is down at the handshake
+_WS_TRY_AGAIN_LATER = 1013
+
+
+class SessionMiddleware:
+    """Sessions for a Starlette or FastAPI app.
+
+    The first arguments are Starlette's, with the same meaning and defaults. Without
+    ``store`` the session is Starlette's own signed cookie (existing cookies keep
+    working both ways); with ``store`` (a URL or a sessionkeeper ``SessionStore``) the
+    cookie holds a random id and the data lives in the store.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        secret_key: object,
+        session_cookie: str = "session",
+        max_age: int | None = 14 * 24 * 60 * 60,  # 14 days, in seconds
+        path: str = "/",
+        same_site: Literal["lax", "strict", "none"] = "lax",
+        https_only: bool = False,
+        domain: str | None = None,
+        partitioned: bool = False,
+        *,
+        store: str | SessionStore | None = None,
+        secret_key_fallbacks: Iterable[object] = (),
+        key_prefix: str = "session:",
+        rotation_grace: float = DEFAULT_ROTATION_GRACE,
+        breaker_seconds: float = 5.0,
+        store_threads: int = DEFAULT_STORE_THREADS,
+    ) -> None:
+        self.app = app
+        self.session_cookie = session_cookie
+        self.max_age = max_age
+        self.path = path
+        # Starlette's attributes, in Starlette's order and spelling.
+        self.security_flags = "httponly; samesite=" + same_site
+        if https_only:
+            self.security_flags += "; secure"
+        if domain is not None:
+            self.security_flags += f"; domain={domain}"
+        if partitioned:
+            self.security_flags += "; partitioned"
+        secret = str(secret_key)  # a starlette.datastructures.Secret too
+        self.cookies: StarletteCookies | None = None
+        self.server: ServerSideSessions | None = None
+        if store is None:
+            self.cookies = StarletteCookies(
+                secret, fallbacks=[str(key) for key in secret_key_fallbacks],
+                max_age=max_age, cookie_name=session_cookie)
+        else:
+            codec = ValueCodec()
+            self.server = server_sessions(
+                store_from(store, codec=codec, key_prefix=key_prefix), secret_key=secret,
+                max_age=max_age, codec=codec, key_prefix=key_prefix,
+                rotation_grace=rotation_grace, breaker_seconds=breaker_seconds)
+        self.threads = StoreThreads(store_threads)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        try:
+            session = await self._open(_cookie(scope, self.session_cookie))
+        except StoreUnavailable as exc:
+            logger.error("%s; answering 503", exc)
+            await _refuse(scope, send)
+            return
+        scope["session"] = session
+        if scope["type"] == "websocket":
+            await self.app(scope, receive, send)
+            return
+        replaced = False  # a 503 went out in place of the app's response
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal replaced
+            if replaced:
+                return  # the rest of the app's response: already answered
+            if message["type"] == "http.response.start":
+                try:
+                    await self._commit(session, message)
+                except StoreUnavailable as exc:
+                    logger.error("%s; answering 503", exc)
+                    replaced = True
+                    await _refuse(scope, send, _NOT_SAVED)
+                    return
+            await send(message)
+
+        await self.app(scope, receive, send_wrapper)
+
+    # -- open --------------------------------------------------------------------------
+    async def _open(self, token: str | None) -> Session:
+        if self.cookies is not None:
+            return self.cookies.open(token)
+        server = self.server
+        assert server is not None
+        if token is None or not server.ids.is_well_formed(token):
+            # No store I/O for these: a new session, or a cookie this app never issued.
+            return Session.preloaded(server.load(token), server.codec)
+        return await self.threads.run(self._open_stored, token)
+
+    def _open_stored(self, token: str) -> Session:
+        server = self.server
+        assert server is not None
+        # Decoded here too, so a large session costs the event loop nothing.
+        return Session.preloaded(server.load(token), server.codec)
+
+    # -- save --------------------------------------------------------------------------
+    async def _commit(self, session: Session, message: Message) -> None:
+        """Vary, save and Set-Cookie on the response's start message."""
+        if not session.accessed:
+            return  # the app never used its session: nothing to vary on or save
+        message.setdefault("headers", [])
+        headers = MutableHeaders(scope=message)
+        headers.add_vary_header("Cookie")
+        if message["status"] >= 500:
+            return  # a failed request leaves none of its changes behind
+        update = await self._save(session)
+        if update is not None:
+            headers.append("Set-Cookie", self._set_cookie(update))
+
+    async def _save(self, session: Session) -> CookieUpdate | None:
+        if self.cookies is not None:
+            return self.cookies.save(session)
+        server = self.server
+        assert server is not None
+        if self._reads_only(server, session):
+            return server.save(session)  # no store I/O: no thread either
+        return await self.threads.run(server.save, session)
+
+    @staticmethod
+    def _reads_only(server: ServerSideSessions, session: Session) -> bool:
+        """True when saving ``session`` certainly writes nothing to the store: the app
+        only read it, and no refresh is due (or there is nothing stored)."""
+        if session.destroyed or session.regenerate_requested or session.modified:
+            return False
+        state = session.state
+        if session.empty:
+            return True
+        return not state.new and not server.policy.should_refresh(
+            state.created_at, state.accessed_at, server.clock())
+
+    def _set_cookie(self, update: CookieUpdate) -> str:
+        """The Set-Cookie value exactly as Starlette's middleware writes it."""
+        if update.delete:
+            return (f"{self.session_cookie}=null; path={self.path}; {_EXPIRED}"
+                    f"{self.security_flags}")
+        max_age = "" if update.max_age is None else f"Max-Age={update.max_age}; "
+        return (f"{self.session_cookie}={update.value}; path={self.path}; {max_age}"
+                f"{self.security_flags}")
+
+
+def _cookie(scope: Scope, name: str) -> str | None:
+    """The session cookie as ``request.cookies[name]`` reads it (the first Cookie
+    header, Starlette's parser)."""
+    for key, value in scope["headers"]:
+        if key == b"cookie":
+            return cookie_parser(value.decode("latin-1")).get(name)
+    return None
+
+
+async def _refuse(scope: Scope, send: Send, page: bytes = _UNAVAILABLE) -> None:
+    """Answer that sessions are unavailable: 503, nothing of the app's response."""
+    if scope["type"] == "websocket":
+        await send({"type": "websocket.close", "code": _WS_TRY_AGAIN_LATER})
+        return
+    await send({"type": "http.response.start", "status": 503, "headers": [
+        (b"content-type", b"text/html; charset=utf-8"),
+        (b"content-length", str(len(page)).encode("ascii")),
+    ]})
+    await send({"type": "http.response.body", "body": page})
