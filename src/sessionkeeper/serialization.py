@@ -5,8 +5,12 @@ Values are first *tagged* into JSON-native data with the tag scheme of Flask's
 ``" d"`` datetime, ``" di"`` escaped dict), so cookies stay readable by Flask itself, and
 then encoded as JSON or MessagePack by msgspec.
 
-Server-side stores keep datetimes as ISO 8601 (microseconds and naive/aware preserved);
-Flask-compatible cookies keep them as HTTP dates, as Flask does. Both are read back.
+Server-side stores also keep what Flask-Session stores - dict keys that are not strings,
+sets, dates, times, timedeltas, Decimals - with tags of the same style
+(:mod:`.serialization_types`), and keep datetimes as ISO 8601 (microseconds and
+naive/aware preserved). Cookies are Flask's: datetimes as HTTP dates, keys of other types
+as JSON text, dates and Decimals as text, and no sets, times or timedeltas, all as Flask
+does.
 
 Values nest at most :data:`MAX_DEPTH` containers deep, on the way in and on the way out:
 what is stored always reads back, and no stored data can make decoding recurse without
@@ -19,7 +23,8 @@ import base64
 import json
 import math
 from collections.abc import Callable, Mapping
-from datetime import datetime, timezone
+from datetime import date, datetime, time, timedelta, timezone
+from decimal import Decimal
 from email.utils import format_datetime, parsedate_to_datetime
 from typing import Any, Literal
 from uuid import UUID
@@ -27,16 +32,22 @@ from uuid import UUID
 import msgspec
 from markupsafe import Markup
 
+from . import serialization_types as extra
 from .errors import UnserializableValue
 
 SerializationFormat = Literal["json", "msgpack"]
 
-_TAGS = frozenset({" di", " t", " b", " m", " u", " d"})
+#: Flask's own tags, the only ones its cookie session holds
+_FLASK_TAGS = frozenset({" di", " t", " b", " m", " u", " d"})
+_TAGS = _FLASK_TAGS | extra.EXTRA_TAGS
 _SCALARS = frozenset({str, int, float, bool, type(None)})
+#: set items whose natural order is total (unlike floats with NaN, or frozensets)
+_ORDERED = (int, str)
+_MISSING: Any = object()
 
-#: how many lists, dicts and tuples a session value may nest: far more than any real
-#: session needs, and shallow enough that encoding and decoding (a few frames per level)
-#: stay far from Python's recursion limit wherever the app reads its session
+#: how many containers (lists, dicts, tuples, sets) a session value may nest: far more
+#: than any real session needs, and shallow enough that encoding and decoding (a few
+#: frames per level) stay far from Python's recursion limit wherever the app reads it
 MAX_DEPTH = 100
 
 
@@ -60,7 +71,7 @@ def naming_key(key: str, error: UnserializableValue) -> UnserializableValue:
 
 def _too_deep() -> UnserializableValue:
     return UnserializableValue(
-        f"a session value may nest at most {MAX_DEPTH} lists, dicts or tuples deep"
+        f"a session value may nest at most {MAX_DEPTH} lists, dicts, tuples or sets deep"
     )
 
 
@@ -82,15 +93,21 @@ def _parse_date(text: str) -> datetime:
 
 
 class Tagger:
-    """Converts Python values to JSON-native data and back (Flask's tag scheme)."""
+    """Converts Python values to JSON-native data and back (Flask's tag scheme).
+
+    ``flask_cookie`` makes it Flask's cookie session exactly: Flask's tags only, dict
+    keys left for the JSON writer (which turns them into text or fails, as Flask's does),
+    and what Flask's JSON provider does with dates and Decimals (text) and with sets,
+    times and timedeltas (it refuses them).
+    """
 
     def __init__(self, *, precise_datetimes: bool = True, finite_floats: bool = False,
-                 native_keys: bool = False) -> None:
+                 flask_cookie: bool = False) -> None:
         self._date = _iso_date if precise_datetimes else _http_date
         # JSON has no inf/nan: msgspec would silently write null, so refuse them instead.
         self._scalars = _SCALARS - {float} if finite_floats else _SCALARS
-        # Flask's stdlib JSON converts (and sorts) dict keys itself; msgspec needs str keys.
-        self._key = _json_key if native_keys else _dict_key
+        self._flask_cookie = flask_cookie
+        self._tags = _FLASK_TAGS if flask_cookie else _TAGS
 
     def tag(self, value: Any, depth: int = 0) -> Any:
         """``value``, found inside ``depth`` containers, as JSON-native data."""
@@ -116,12 +133,14 @@ class Tagger:
             depth += 1
             if len(value) == 1:
                 (key,) = value
-                if key in _TAGS:
+                if key in self._tags:
                     return {" di": {f"{key}__": self.tag(value[key], depth)}}
             tagged = {}
-            dict_key, tag, scalars = self._key, self.tag, self._scalars
+            tag, scalars, native_keys = self.tag, self._scalars, self._flask_cookie
             for k, v in value.items():
-                tagged[dict_key(k)] = v if type(v) in scalars else tag(v, depth)
+                if type(k) is not str and not native_keys:
+                    return self._tag_keyed(value, depth, tagged)
+                tagged[k] = v if type(v) in scalars else tag(v, depth)
             return tagged
         if kind is bytes:
             return {" b": base64.b64encode(value).decode("ascii")}
@@ -131,6 +150,10 @@ class Tagger:
             return {" u": value.hex}
         if isinstance(value, datetime):
             return {" d": self._date(value)}
+        if kind is set or kind is frozenset:
+            return self._tag_set(value, depth)
+        if isinstance(value, date | time | timedelta | Decimal):
+            return self._tag_other(value)
         if isinstance(value, str | int | float):  # subclasses such as IntEnum or StrEnum
             return self.tag(_plain(value), depth)
         if isinstance(value, Mapping):
@@ -139,9 +162,77 @@ class Tagger:
             return self.tag(list(value), depth)
         if isinstance(value, tuple):  # namedtuples, tagged as tuples like Flask does
             return self.tag(tuple(value), depth)
-        raise UnserializableValue(
+        if isinstance(value, set | frozenset):
+            return self.tag(set(value) if isinstance(value, set) else frozenset(value), depth)
+        raise self._unsupported(kind)
+
+    def _tag_keyed(self, value: dict[Any, Any], depth: int, done: dict[str, Any]) -> Any:
+        """A dict with a key that is not a ``str`` (``depth``: its items' depth), whose
+        values under the ``str`` keys before it are tagged already (``done``: tagging
+        them again would cost twice per level of such dicts)."""
+        tag, missing = self.tag, _MISSING
+        text_keys = all(isinstance(k, str) for k in value)  # StrEnum: its text, as in JSON
+        tagged: dict[Any, Any] = {}
+        items: list[Any] = []
+        for k, v in value.items():
+            item = done.get(k, missing) if type(k) is str else missing
+            if item is missing:
+                item = tag(v, depth)
+            if text_keys:
+                tagged[str.__str__(k)] = item
+            else:
+                items.append(tag(k, depth))
+                items.append(item)
+        return tagged if text_keys else {extra.DICT_WITH_KEYS: items}
+
+    def _tag_set(self, value: set[Any] | frozenset[Any], depth: int) -> Any:
+        if self._flask_cookie:
+            raise self._unsupported(type(value))
+        if depth >= MAX_DEPTH:
+            raise _too_deep()
+        depth += 1
+        # Change detection compares encodings, so equal sets must encode alike whatever
+        # their history: their items go in an order that depends on the items alone.
+        kinds = {type(item) for item in value}
+        if len(kinds) == 1 and kinds.pop() in _ORDERED:
+            items = sorted(value)  # plain ints or strs: their own order, no tagging
+        else:
+            # Floats (NaN), tuples, mixed types: by their tagged text (stdlib JSON writes
+            # big integers and non-finite floats too). A loop: one frame per level.
+            items = []
+            for item in value:
+                items.append(self.tag(item, depth))
+            items.sort(key=json.dumps)
+        return {extra.SET if type(value) is set else extra.FROZENSET: items}
+
+    def _tag_other(self, value: date | time | timedelta | Decimal) -> Any:
+        if self._flask_cookie:
+            # What Flask's JSON provider writes for them (the others it refuses).
+            if isinstance(value, date):
+                return _http_date(datetime.combine(value, time()))
+            if isinstance(value, Decimal):
+                return str(value)
+            raise self._unsupported(type(value))
+        if isinstance(value, date):
+            return {extra.DATE: value.isoformat()}
+        if isinstance(value, time):
+            return {extra.TIME: value.isoformat()}
+        if isinstance(value, timedelta):
+            return {extra.TIMEDELTA: [value.days, value.seconds, value.microseconds]}
+        return {extra.DECIMAL: str(value)}
+
+    def _unsupported(self, kind: type) -> UnserializableValue:
+        if self._flask_cookie:
+            return UnserializableValue(
+                f"a cookie session cannot store a {kind.__name__}, as Flask's cannot; store "
+                "str, int, float, bool, None, list, dict, tuple, bytes, datetime, date, "
+                "Decimal, UUID or Markup values (dates and Decimals read back as text), or "
+                "use a server-side SESSION_TYPE"
+            )
+        return UnserializableValue(
             f"a session cannot store a {kind.__name__}; store str, int, float, bool, None, "
-            "list, dict, tuple, bytes, datetime, UUID or Markup values"
+            "list, dict, tuple, set, frozenset, bytes, datetime, date, time, timedelta, "
+            "Decimal, UUID or Markup values"
         )
 
     def untag(self, value: Any, depth: int = 0) -> Any:
@@ -151,7 +242,9 @@ class Tagger:
         if kind is dict:
             if len(value) == 1:
                 (key,) = value
-                if key in _TAGS:
+                if key in self._tags:
+                    if key in extra.EXTRA_TAGS:
+                        return self._untag_extra(key, value[key], depth)
                     # A tag wraps one value at its own level: a tuple's list is the tuple.
                     return _UNTAG[key](self.untag(value[key], depth))
             if depth >= MAX_DEPTH:
@@ -175,21 +268,20 @@ class Tagger:
             return items
         return value
 
-
-def _dict_key(key: Any) -> str:
-    if type(key) is str:
-        return key
-    if isinstance(key, str):
-        return str.__str__(key)
-    if isinstance(key, int | float) or key is None:
-        return json.dumps(key)  # the key JSON writes: "1", "1.5", "true", "null"
-    raise UnserializableValue(f"session dict keys must be strings, not {type(key).__name__}")
-
-
-def _json_key(key: Any) -> Any:
-    if isinstance(key, str | int | float) or key is None:
-        return key
-    raise UnserializableValue(f"session dict keys must be strings, not {type(key).__name__}")
+    def _untag_extra(self, key: str, payload: Any, depth: int) -> Any:
+        kind = type(payload)
+        if kind is extra.PAYLOAD_TYPES[key]:
+            if kind is list:  # a damaged list raises, to become UndecodableValue
+                return extra.EXTRA_UNTAG[key](self.untag(payload, depth))
+            try:
+                return extra.EXTRA_UNTAG[key](payload)
+            except (ValueError, ArithmeticError):  # decimal.InvalidOperation included
+                pass
+        # Written before this tag existed: a dict of that one key, read as it was then.
+        # (One pass over the payload: a second one could be redone at every level.)
+        if depth >= MAX_DEPTH:
+            raise UndecodableValue(f"nested deeper than {MAX_DEPTH} levels")
+        return {key: self.untag(payload, depth + 1)}
 
 
 def _finite(value: float) -> float:
@@ -293,7 +385,7 @@ class FlaskCookieSerializer:
     """
 
     def __init__(self) -> None:
-        self._tagger = Tagger(precise_datetimes=False, native_keys=True)
+        self._tagger = Tagger(precise_datetimes=False, flask_cookie=True)
         self._fast_loads = msgspec.json.Decoder().decode
 
     def dumps(self, value: Any) -> bytes:
@@ -312,8 +404,11 @@ class FlaskCookieSerializer:
         try:
             text = json.dumps(tagged, separators=(",", ":"), ensure_ascii=True,
                               sort_keys=True)
-        except TypeError as exc:  # keys of mixed types, which Flask's sorted JSON fails on
-            raise UnserializableValue(f"a dict's keys cannot be sorted ({exc})") from exc
+        except TypeError as exc:  # keys Flask's sorted JSON fails on: mixed types, tuples
+            raise UnserializableValue(
+                "a cookie session's dict keys must be str, int, float, bool or None, and "
+                f"of types that can be sorted together, as Flask's must ({exc})"
+            ) from exc
         return text.encode("ascii")
 
     def _naming_key(self, value: Any, error: UnserializableValue) -> UnserializableValue:
