@@ -55,9 +55,10 @@ class CountingStore(SessionStore):
         self.calls["add"] += 1
         return self.inner.add(key, record)
 
-    def touch(self, key: str, accessed_at: float, expires_at: float) -> bool:
+    def touch(self, key: str, accessed_at: float, expires_at: float, *,
+              version: Any = None) -> bool:
         self.calls["touch"] += 1
-        return self.inner.touch(key, accessed_at, expires_at)
+        return self.inner.touch(key, accessed_at, expires_at, version=version)
 
     def delete(self, key: str) -> None:
         self.calls["delete"] += 1

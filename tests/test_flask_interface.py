@@ -51,9 +51,10 @@ class OutageStore(SessionStore):
         self._gate("update")
         return self.inner.update(key, update)
 
-    def touch(self, key: str, accessed_at: float, expires_at: float) -> None:
+    def touch(self, key: str, accessed_at: float, expires_at: float, *,
+              version: Any = None) -> None:
         self._gate("touch")
-        self.inner.touch(key, accessed_at, expires_at)
+        self.inner.touch(key, accessed_at, expires_at, version=version)
 
     def delete(self, key: str) -> None:
         self._gate("delete")

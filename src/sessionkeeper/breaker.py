@@ -112,8 +112,10 @@ class GuardedStore(SessionStore):
     def update(self, key: str, update: SessionUpdate) -> bool:
         return self.breaker.call(lambda: self.inner.update(key, update))
 
-    def touch(self, key: str, accessed_at: float, expires_at: float) -> bool:
-        return self.breaker.call(lambda: self.inner.touch(key, accessed_at, expires_at))
+    def touch(self, key: str, accessed_at: float, expires_at: float, *,
+              version: Any = None) -> bool:
+        return self.breaker.call(
+            lambda: self.inner.touch(key, accessed_at, expires_at, version=version))
 
     def delete(self, key: str) -> None:
         self.breaker.call(lambda: self.inner.delete(key))

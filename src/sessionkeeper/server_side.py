@@ -204,7 +204,7 @@ class ServerSideSessions:
             return DELETE_COOKIE
         if self.policy.should_refresh(state.created_at, state.accessed_at, now):
             expires_at = self.policy.expires_at(state.created_at, now)
-            if self.store.touch(self.key(sid), now, expires_at) is False:
+            if self.store.touch(self.key(sid), now, expires_at, version=state.version) is False:
                 return None  # rotated or ended meanwhile: never re-send a dead id
             # A browser-session cookie has no expiry to extend: only the record had.
             return self._cookie(sid, True, expires_at, now) if state.permanent else None

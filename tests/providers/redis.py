@@ -41,8 +41,9 @@ class IsolatedRedisStore(RedisStore):
     def add(self, key: str, record: SessionRecord) -> bool:
         return super().add(self.key_prefix + key, record)
 
-    def touch(self, key: str, accessed_at: float, expires_at: float) -> bool:
-        return super().touch(self.key_prefix + key, accessed_at, expires_at)
+    def touch(self, key: str, accessed_at: float, expires_at: float, *,
+              version: Any = None) -> bool:
+        return super().touch(self.key_prefix + key, accessed_at, expires_at, version=version)
 
     def delete(self, key: str) -> None:
         super().delete(self.key_prefix + key)

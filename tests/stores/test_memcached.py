@@ -17,7 +17,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 import pytest
@@ -51,6 +51,7 @@ from sessionkeeper.stores.memcached import (
 
 DAY = 24 * 3600
 CODEC = ValueCodec()
+T = TypeVar("T")
 COUNTED = ("cmd_get", "cmd_set", "cmd_touch", "cas_hits", "cas_badval", "cas_misses")
 
 
@@ -415,16 +416,109 @@ def test_concurrent_writers_of_distinct_keys_lose_nothing(
 def test_a_write_between_read_and_save_is_merged_not_lost(store: MemcachedStore) -> None:
     key = "session:" + "a" * 64
     store.create(key, record({"a": b"1"}))
-    assert store.load(key, time.time()) is not None  # this thread now holds a CAS token
+    loaded = store.load(key, time.time())  # its version holds the CAS token
+    assert loaded is not None
     other = MemcachedStore(store.client)
     result: list[bool] = []
     writer = threading.Thread(target=lambda: result.append(other.update(key, delta({"b": b"2"}))))
     writer.start()
     writer.join()
     assert result == [True]
-    assert store.update(key, delta({"c": b"3"}))  # stale token: re-read, merge, retry
+    # A stale token: re-read, merge, retry.
+    assert store.update(key, delta({"c": b"3"}, version=loaded.version))
+    assert values_of(store, key) == {"a": b"1", "b": b"2", "c": b"3"}
+
+
+# Load and save of one request may run on different threads (ASGI, a thread pool), and
+# many requests may interleave on one thread (an event loop): the CAS token travels with
+# the loaded record's version, so the save is still one cas and never a re-read.
+def on_another_thread(action: Callable[[], T]) -> T:
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(action).result()
+
+
+def values_of(store: MemcachedStore, key: str) -> dict[str, bytes]:
     loaded = store.load(key, time.time())
-    assert loaded is not None and loaded.values == {"a": b"1", "b": b"2", "c": b"3"}
+    assert loaded is not None, f"{key} is gone"
+    return loaded.values
+
+
+def loaded_version(store: MemcachedStore, key: str) -> Any:
+    loaded = store.load(key, time.time())
+    assert loaded is not None
+    return loaded.version
+
+
+def test_a_save_on_another_thread_than_its_load_is_one_cas(dedicated: ServerGroup) -> None:
+    server = dedicated[0]
+    store = MemcachedStore(build_client([server]))
+    key = "session:" + "c" * 64
+    store.create(key, record({"a": b"1"}))
+    version = loaded_version(store, key)
+
+    saved = ops_during(server, lambda: on_another_thread(
+        lambda: store.update(key, delta({"b": b"2"}, version=version))))
+    assert saved == no_ops(cmd_set=1, cas_hits=1)  # the load's token: no re-read
+    assert values_of(store, key) == {"a": b"1", "b": b"2"}
+
+    version = loaded_version(store, key)
+    now = time.time()
+    refreshed = ops_during(server, lambda: on_another_thread(
+        lambda: store.touch(key, now, now + 7200, version=version)))
+    assert refreshed == no_ops(cmd_set=1, cas_hits=1)
+    assert store.load(key, now + 3600) is not None  # extended
+
+
+def test_two_sessions_loaded_in_turn_on_one_thread_each_save_with_one_cas(
+        dedicated: ServerGroup) -> None:
+    server = dedicated[0]
+    store = MemcachedStore(build_client([server]))
+    first, second = "session:" + "d" * 64, "session:" + "e" * 64
+    store.create(first, record({"n": b"1"}))
+    store.create(second, record({"n": b"2"}))
+    # Two requests on one event loop: both load, then both save.
+    first_version = loaded_version(store, first)
+    second_version = loaded_version(store, second)
+
+    def save_both() -> None:
+        assert store.update(first, delta({"x": b"5"}, version=first_version))
+        assert store.update(second, delta({"x": b"6"}, version=second_version))
+
+    assert ops_during(server, save_both) == no_ops(cmd_set=2, cas_hits=2)
+    assert values_of(store, first) == {"n": b"1", "x": b"5"}
+    assert values_of(store, second) == {"n": b"2", "x": b"6"}
+
+
+def test_a_write_landing_between_load_and_a_save_on_another_thread_is_kept(
+        dedicated: ServerGroup) -> None:
+    server = dedicated[0]
+    store = MemcachedStore(build_client([server]))
+    key = "session:" + "f" * 64
+    store.create(key, record({"a": b"1"}))
+    slow = loaded_version(store, key)  # a slow request loads ...
+    quick = loaded_version(store, key)  # ... a quick one loads and saves meanwhile
+    assert on_another_thread(lambda: store.update(key, delta({"b": b"2"}, version=quick)))
+
+    saved = ops_during(server, lambda: on_another_thread(
+        lambda: store.update(key, delta({"c": b"3"}, version=slow))))
+    # The slow request's token is stale: its cas is refused, then it re-reads and merges.
+    assert saved == no_ops(cmd_set=2, cas_badval=1, cmd_get=1, cas_hits=1)
+    assert values_of(store, key) == {"a": b"1", "b": b"2", "c": b"3"}
+
+
+def test_a_version_of_another_key_is_not_used(dedicated: ServerGroup) -> None:
+    server = dedicated[0]
+    store = MemcachedStore(build_client([server]))
+    loaded, other = "session:" + "1" * 64, "session:" + "2" * 64
+    store.create(loaded, record({"a": b"1"}))
+    store.create(other, record({"b": b"2"}))
+    version = loaded_version(store, loaded)
+    # As after an id rotation: the delta goes to another key, whose record is read first.
+    saved = ops_during(server, lambda: store.update(other, delta({"c": b"3"},
+                                                                 version=version)))
+    assert saved == no_ops(cmd_get=1, cmd_set=1, cas_hits=1)
+    assert values_of(store, other) == {"b": b"2", "c": b"3"}
+    assert values_of(store, loaded) == {"a": b"1"}
 
 
 # -- store behaviour -------------------------------------------------------------------

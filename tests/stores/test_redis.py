@@ -17,7 +17,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import providers.redis_cluster as cluster_provider
 import pytest
@@ -53,6 +53,7 @@ from sessionkeeper.stores.redis import RedisClient, RedisStore
 
 MakeApp = Callable[..., Flask]
 CODEC = ValueCodec()
+T = TypeVar("T")
 
 
 # -- servers -----------------------------------------------------------------------------
@@ -625,23 +626,110 @@ def test_a_user_index_lives_as_long_as_its_longest_lived_session(
     assert sorted(redis_store.keys_for_user("alice", now)) == sorted([laptop, phone, tablet])
 
 
+def loaded_version(store: RedisStore, key: str, now: float) -> Any:
+    loaded = store.load(key, now)
+    assert loaded is not None
+    return loaded.version
+
+
 def test_a_refresh_extends_the_index_of_the_user_the_session_has_now(
         redis_store: RedisStore) -> None:
-    """A refresh right after a load extends the loaded user's index in the same script;
-    if the session was bound to someone else in between, that user's index is extended."""
+    """A refresh after a load extends the loaded user's index in the same script; if
+    the session was bound to someone else in between, that user's index is extended."""
     now = time.time()
     phone = bound_session(redis_store, "alice", now, now + 600)
-    assert redis_store.load(phone, now) is not None  # loaded as alice's
-    redis_store.touch(phone, now, now + 1800)
+    version = loaded_version(redis_store, phone, now)  # loaded as alice's
+    redis_store.touch(phone, now, now + 1800, version=version)
     assert 1790 < index_expires_in(redis_store, "alice") <= 1800
 
     bound_session(redis_store, "bob", now, now + 600)  # bob has an index of his own
-    assert redis_store.load(phone, now) is not None  # loaded as alice's ...
+    version = loaded_version(redis_store, phone, now)  # loaded as alice's ...
     assert redis_store.update(phone, SessionUpdate({}, set(), False, now, now + 600, True,
                                                    user_id="bob", user_id_changed=True))
-    redis_store.touch(phone, now, now + 2400)  # ... refreshed as bob's
+    redis_store.touch(phone, now, now + 2400, version=version)  # ... refreshed as bob's
     assert 2390 < index_expires_in(redis_store, "bob") <= 2400
     assert 1790 < index_expires_in(redis_store, "alice") <= 1800  # alice's left as it was
+
+
+def test_a_version_of_another_session_extends_nobody_elses_index(
+        redis_store: RedisStore) -> None:
+    now = time.time()
+    phone = bound_session(redis_store, "alice", now, now + 600)
+    laptop = bound_session(redis_store, "bob", now, now + 600)
+    version = loaded_version(redis_store, phone, now)
+    assert redis_store.touch(laptop, now, now + 1800, version=version)  # not phone's
+    assert 1790 < index_expires_in(redis_store, "bob") <= 1800
+    assert 590 < index_expires_in(redis_store, "alice") <= 600
+
+
+# Load and save of one request may run on different threads (ASGI, a thread pool), and
+# many requests may interleave on one thread (an event loop): what a refresh needs of
+# the load travels with the loaded record's version, so it stays one round trip.
+def on_another_thread(action: Callable[[], T]) -> T:
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(action).result()
+
+
+def test_a_save_on_another_thread_than_its_load_keeps_a_write_that_landed_meanwhile(
+        redis_store: RedisStore) -> None:
+    now = time.time()
+    key = make_session(redis_store, "alice", now)
+    slow = loaded_version(redis_store, key, now)  # a slow request loads ...
+    assert redis_store.update(key, SessionUpdate({"quick": b"1"}, set(), False, now,
+                                                 now + 600, True, user_id="alice"))
+    assert on_another_thread(lambda: redis_store.update(key, SessionUpdate(
+        {"slow": b"2"}, set(), False, now, now + 900, True, user_id="alice", version=slow)))
+    stored = redis_store.load(key, now)
+    assert stored is not None
+    assert stored.values == {"name": CODEC.encode("laowang"), "quick": b"1", "slow": b"2"}
+    assert 890 < index_expires_in(redis_store, "alice") <= 900
+
+
+@pytest.fixture
+def counted_store(redis_server: RedisServer) -> Iterator[RedisStore]:
+    """A store on the throwaway server, whose command counts only this test moves;
+    every script loaded already, so that counts show round trips only."""
+    client = inspector(redis_server, 7)
+    prefix = random_prefix("redis-versions")
+    made = RedisStore(client, key_prefix=prefix)
+    now = time.time()
+    warm = bound_session(made, "warm-up", now, now + 600)
+    made.touch(warm, now, now + 900)  # the touch and index scripts
+    made.touch(warm, now, now + 900, version=loaded_version(made, warm, now))
+    try:
+        yield made
+    finally:
+        delete_prefixed(client, prefix)
+        client.close()
+
+
+def test_a_refresh_on_another_thread_than_its_load_is_one_call(
+        counted_store: RedisStore, redis_server: RedisServer) -> None:
+    now = time.time()
+    phone = bound_session(counted_store, "alice", now, now + 600)
+    version = loaded_version(counted_store, phone, now)
+    with CommandStats(redis_server).during() as refresh:
+        assert on_another_thread(
+            lambda: counted_store.touch(phone, now, now + 1800, version=version))
+    assert refresh == Counter({"evalsha": 1}) + TOUCH_SCRIPT_WORK + INDEX_EXTENSION_WORK
+    assert 1790 < index_expires_in(counted_store, "alice") <= 1800
+
+
+def test_two_sessions_loaded_in_turn_on_one_thread_are_each_refreshed_in_one_call(
+        counted_store: RedisStore, redis_server: RedisServer) -> None:
+    now = time.time()
+    phone = bound_session(counted_store, "alice", now, now + 600)
+    laptop = bound_session(counted_store, "bob", now, now + 600)
+    # Two requests on one event loop: both load, then both refresh.
+    phone_version = loaded_version(counted_store, phone, now)
+    laptop_version = loaded_version(counted_store, laptop, now)
+    with CommandStats(redis_server).during() as refreshes:
+        assert counted_store.touch(phone, now, now + 1800, version=phone_version)
+        assert counted_store.touch(laptop, now, now + 2400, version=laptop_version)
+    work = TOUCH_SCRIPT_WORK + INDEX_EXTENSION_WORK
+    assert refreshes == Counter({"evalsha": 2}) + work + work
+    assert 1790 < index_expires_in(counted_store, "alice") <= 1800
+    assert 2390 < index_expires_in(counted_store, "bob") <= 2400
 
 
 def test_a_user_index_goes_when_all_its_sessions_have_expired(

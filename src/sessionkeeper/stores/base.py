@@ -103,9 +103,14 @@ class SessionStore(ABC):
         return True
 
     @abstractmethod
-    def touch(self, key: str, accessed_at: float, expires_at: float) -> bool:
+    def touch(self, key: str, accessed_at: float, expires_at: float, *,
+              version: Any = None) -> bool:
         """Extend a record's life without rewriting its data; False (and nothing
-        written) when the record is gone."""
+        written) when the record is gone.
+
+        ``version`` is the ``version`` of the record this request loaded (None when it
+        loaded none, or another key's), for stores that save a round trip with it.
+        """
 
     @abstractmethod
     def delete(self, key: str) -> None:

@@ -322,7 +322,8 @@ class CachelibStore(SessionStore):
             self._index_outlives(old_user, key, update.expires_at)
         return True
 
-    def touch(self, key: str, accessed_at: float, expires_at: float) -> bool:
+    def touch(self, key: str, accessed_at: float, expires_at: float, *,
+              version: Any = None) -> bool:
         before = self._rewrite(key, lambda current: replace(
             current, accessed_at=accessed_at, expires_at=expires_at), live_at=accessed_at)
         if before is None:

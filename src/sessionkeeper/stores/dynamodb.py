@@ -210,7 +210,8 @@ class DynamoDBStore(SessionStore):
         raise StoreUnavailable(
             self.name, f"{MAX_REWRITES} conflicting concurrent writes to one session")
 
-    def touch(self, key: str, accessed_at: float, expires_at: float) -> bool:
+    def touch(self, key: str, accessed_at: float, expires_at: float, *,
+              version: Any = None) -> bool:
         expression = Expression()
         metadata(expression, accessed_at, expires_at, self.ttl)
         return self._write("update_item", 0, Key=self._key(key),

@@ -25,7 +25,7 @@ import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, suppress
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote
 
 from ..errors import ConfigurationError, StoreUnavailable, UndecodableRecord
@@ -263,7 +263,8 @@ class FileSystemStore(SessionStore):
                 self.index.remove(was, self._name(key))
         return True
 
-    def touch(self, key: str, accessed_at: float, expires_at: float) -> bool:
+    def touch(self, key: str, accessed_at: float, expires_at: float, *,
+              version: Any = None) -> bool:
         path = self._path(key)
         try:
             with self._locked(path, min(self.lock_timeout, _TOUCH_WAIT)) as fd:

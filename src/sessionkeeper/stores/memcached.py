@@ -285,7 +285,8 @@ def _exptime(expires_at: float, now: float) -> int:
 
 @dataclass
 class _Seen:
-    """A record as this thread last read it, with its CAS token."""
+    """A record as a request read it, with its CAS token: the ``version`` of what
+    ``load`` returns, so that request's write or refresh is one ``cas``, no re-read."""
 
     key: str
     cas: bytes
@@ -328,8 +329,6 @@ class MemcachedStore(SessionStore):
         self._lock: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
         self._pid = -1
         self._fresh_process()
-        # This thread's last read of a record, so its write reuses the CAS token.
-        self._seen = threading.local()
 
     # -- calls -------------------------------------------------------------------------
     def _fresh_process(self) -> None:
@@ -386,11 +385,6 @@ class MemcachedStore(SessionStore):
             # Damaged, another SESSION_SERIALIZATION_FORMAT, or a client serde's bytes.
             raise UndecodableRecord(self.name, exc.reason) from exc
 
-    def _take_seen(self, key: str) -> _Seen | None:
-        seen: _Seen | None = getattr(self._seen, "last", None)
-        self._seen.last = None
-        return seen if seen is not None and seen.key == key else None
-
     def _cas(self, key: str, record: SessionRecord, cas: bytes) -> bool | None:
         """True: written; False: changed since read (or server skipped); None: gone."""
         blob = self.records.dumps(record)
@@ -401,10 +395,11 @@ class MemcachedStore(SessionStore):
         return result
 
     def _rewrite(self, key: str, change: Callable[[SessionRecord], SessionRecord],
-                 live_at: float | None = None) -> SessionRecord | None:
+                 live_at: float | None = None, version: Any = None) -> SessionRecord | None:
         """Apply ``change`` with a CAS loop; the record it changed, or None when gone
-        (or, given ``live_at``, expired then)."""
-        seen = self._take_seen(key)
+        (or, given ``live_at``, expired then). ``version``: the record as this request
+        loaded it, tried first without a re-read when it is ``key``'s."""
+        seen = version if isinstance(version, _Seen) and version.key == key else None
         for attempt in range(MAX_CAS_TRIES):
             if seen is None:
                 try:
@@ -428,16 +423,14 @@ class MemcachedStore(SessionStore):
 
     # -- interface -----------------------------------------------------------------------
     def load(self, key: str, now: float) -> SessionRecord | None:
-        self._seen.last = None
         seen = self._read(key)
-        self._seen.last = seen
         if seen is None or seen.record.expires_at <= now:
             return None
         record = seen.record
-        # The core edits the values it is given; the kept copy must stay as read.
+        # The core edits the values it is given; the copy in the version stays as read.
         # (Built directly: dataclasses.replace costs several times more per read.)
         return SessionRecord(dict(record.values), record.created_at, record.accessed_at,
-                             record.expires_at, record.permanent, record.user_id, seen.cas)
+                             record.expires_at, record.permanent, record.user_id, seen)
 
     def create(self, key: str, record: SessionRecord) -> None:
         if record.user_id is not None:
@@ -452,7 +445,6 @@ class MemcachedStore(SessionStore):
             raise StoreUnavailable(self.name, "the record was not stored")
 
     def add(self, key: str, record: SessionRecord) -> bool:
-        self._take_seen(key)
         if record.user_id is not None:
             self._index_change(record.user_id, add=key)  # first, as in create()
         blob = self.records.dumps(record)
@@ -490,7 +482,7 @@ class MemcachedStore(SessionStore):
                 user_id=update.user_id if update.user_id_changed else current.user_id,
             )
 
-        before = self._rewrite(key, change)
+        before = self._rewrite(key, change, version=update.version)
         if before is None:
             return False
         old_user = before.user_id
@@ -498,13 +490,14 @@ class MemcachedStore(SessionStore):
             self._index_change(old_user, drop={key})
         return True
 
-    def touch(self, key: str, accessed_at: float, expires_at: float) -> bool:
+    def touch(self, key: str, accessed_at: float, expires_at: float, *,
+              version: Any = None) -> bool:
         changed = self._rewrite(key, lambda current: replace(
-            current, accessed_at=accessed_at, expires_at=expires_at), live_at=accessed_at)
+            current, accessed_at=accessed_at, expires_at=expires_at), live_at=accessed_at,
+            version=version)
         return changed is not None
 
     def delete(self, key: str) -> None:
-        self._take_seen(key)
         mkey = self._mkey(key)
         deleted = self._call(lambda c: c.delete(mkey, noreply=False))
         if not deleted and self._hashed and self._read(key) is not None:

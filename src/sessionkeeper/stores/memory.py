@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import replace
+from typing import Any
 
 from .base import SessionRecord, SessionStore, SessionUpdate
 
@@ -44,7 +45,8 @@ class MemoryStore(SessionStore):
             self._records[key] = replace(record, values=dict(record.values))
             return True
 
-    def touch(self, key: str, accessed_at: float, expires_at: float) -> bool:
+    def touch(self, key: str, accessed_at: float, expires_at: float, *,
+              version: Any = None) -> bool:
         with self._lock:
             record = self._records.get(key)
             if record is None or record.expires_at <= accessed_at:

@@ -228,7 +228,8 @@ class MongoDBStore(SessionStore):
             update_spec(update), upsert=False))
         return result.matched_count == 1
 
-    def touch(self, key: str, accessed_at: float, expires_at: float) -> bool:
+    def touch(self, key: str, accessed_at: float, expires_at: float, *,
+              version: Any = None) -> bool:
         result = self._run(lambda: self.collection.update_one(
             {"_id": key, "expires_at": {"$gt": accessed_at}},
             {"$set": {"accessed_at": accessed_at, "expires_at": expires_at,

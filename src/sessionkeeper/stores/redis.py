@@ -23,7 +23,6 @@ index expires with the last of its sessions.
 from __future__ import annotations
 
 import math
-import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, cast
@@ -255,9 +254,6 @@ class RedisStore(SessionStore):
         #: the hot path on a single server (or Sentinel master); a Cluster client routes
         #: each key to its node itself
         self._direct = None if self.cluster else DirectCommands(cast("redis.Redis", client))
-        #: this thread's last loaded (key, user): a refresh right after can extend the
-        #: user's index in the same script (single server; checked there against the hash)
-        self._loaded = threading.local()
 
     # -- interface -------------------------------------------------------------------
     def load(self, key: str, now: float) -> SessionRecord | None:
@@ -275,7 +271,8 @@ class RedisStore(SessionStore):
         record = _record_from_reply(reply)
         if record.expires_at <= now:
             return None
-        self._loaded.last = (key, record.user_id)
+        # What this request's refresh needs: the user to extend the index of (see touch).
+        record.version = (key, record.user_id)
         return record
 
     def create(self, key: str, record: SessionRecord) -> None:
@@ -346,11 +343,14 @@ class RedisStore(SessionStore):
                     self._maybe_prune(user, size)
         return outcome != 0
 
-    def touch(self, key: str, accessed_at: float, expires_at: float) -> bool:
+    def touch(self, key: str, accessed_at: float, expires_at: float, *,
+              version: Any = None) -> bool:
         expiry = _unix_ms(expires_at + self.keep_expired)
         keys: list[EncodableT] = [key]
         args: list[EncodableT] = [expiry, _number(accessed_at), _number(expires_at)]
-        loaded_key, user = getattr(self._loaded, "last", (None, None))
+        # Loaded with a user: extend that user's index in the same script (single
+        # server; the script checks the hash still names that user).
+        loaded_key, user = version if isinstance(version, tuple) else (None, None)
         if loaded_key == key and user is not None and not self.cluster:
             keys.append(self._index_key(user))
             args.append(user)

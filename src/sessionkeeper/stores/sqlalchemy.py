@@ -467,7 +467,8 @@ class SQLAlchemyStore(SessionStore):
         return seen if seen is not None and seen.key == key else None
 
     @_retry_on_disconnect
-    def touch(self, key: str, accessed_at: float, expires_at: float) -> bool:
+    def touch(self, key: str, accessed_at: float, expires_at: float, *,
+              version: Any = None) -> bool:
         t = self.table
         with self._connection() as conn:
             touched = conn.execute(sa.update(t).where(t.c.key == key).values(

@@ -2,8 +2,11 @@
 
 WAL mode lets readers run beside a writer; one connection per thread and process
 (re-opened after a fork) keeps it safe under threaded and multi-process servers. A
-delta save is a read-merge-write inside ``BEGIN IMMEDIATE``, which SQLite serialises
-across processes, so concurrent requests of one session never lose each other's keys.
+delta save is one compare-and-swap ``UPDATE`` against the row as the request read it
+(the loaded record's ``version``, so load and save may run on different threads); when
+the row changed meanwhile, a read-merge-write inside ``BEGIN IMMEDIATE``, which SQLite
+serialises across processes, so concurrent requests of one session never lose each
+other's keys.
 
 The database file is created readable by its owner only (0600); SQLite gives its
 ``-wal`` and ``-shm`` files the database file's mode.
@@ -16,6 +19,7 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from ..errors import StoreUnavailable
 from ..serialization import ValueCodec
@@ -62,6 +66,7 @@ class SQLiteStore(SessionStore):
         self.codec = codec or ValueCodec()
         self.timeout = timeout
         self.cleanup_interval = cleanup_interval
+        #: this thread's connection (a cache only: nothing of a request is kept here)
         self._local = threading.local()
         self._next_cleanup = 0.0
         t = table
@@ -72,7 +77,7 @@ class SQLiteStore(SessionStore):
         self._sql_data = f"SELECT data, user_id FROM {t} WHERE key = ?"
         self._sql_update = (f"UPDATE {t} SET data = ?, accessed_at = ?, expires_at = ?, "
                             f"permanent = ?, user_id = ? WHERE key = ?")
-        # Compare-and-swap on the row as this thread read it: one statement per save.
+        # Compare-and-swap on the row as the request read it: one statement per save.
         self._sql_update_if_same = (f"UPDATE {t} SET data = ?, accessed_at = ?, "
                                     f"expires_at = ?, permanent = ?, user_id = ? "
                                     f"WHERE key = ? AND data = ? AND user_id IS ?")
@@ -128,7 +133,8 @@ class SQLiteStore(SessionStore):
         if row is None:
             return None
         record = record_of_row(self.name, self.codec, *row)
-        self._local.seen = (key, row[0], record.user_id)
+        # The row as read, for this request's compare-and-swap save (see update).
+        record.version = (key, row[0], record.user_id)
         return record
 
     def create(self, key: str, record: SessionRecord) -> None:
@@ -153,9 +159,8 @@ class SQLiteStore(SessionStore):
         return data
 
     def update(self, key: str, update: SessionUpdate) -> bool:
-        seen = getattr(self._local, "seen", None)
-        self._local.seen = None
-        if seen is not None and seen[0] == key:
+        seen = update.version
+        if isinstance(seen, tuple) and seen[0] == key:
             # Usually the row is still as this request read it: merge into that and
             # write only if nothing changed meanwhile (no lock, one statement).
             _key, data, user_id = seen
@@ -171,7 +176,7 @@ class SQLiteStore(SessionStore):
 
     def _update_locked(self, key: str, update: SessionUpdate) -> bool:
         """Read, merge and write under SQLite's write lock (the row changed since it was
-        read, or was not read by this thread)."""
+        read, or this request did not read it)."""
         conn = self._connection()
         try:
             conn.execute("BEGIN IMMEDIATE")
@@ -192,7 +197,8 @@ class SQLiteStore(SessionStore):
             raise
         return row is not None
 
-    def touch(self, key: str, accessed_at: float, expires_at: float) -> bool:
+    def touch(self, key: str, accessed_at: float, expires_at: float, *,
+              version: Any = None) -> bool:
         return self._run(self._sql_touch, (accessed_at, expires_at, key)).rowcount > 0
 
     def delete(self, key: str) -> None:
