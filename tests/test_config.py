@@ -24,6 +24,8 @@ from flask import Flask, Response, request, session
 from flask.testing import FlaskClient
 from itsdangerous import Signer
 
+from conftest import COOKIE_KINDS
+
 from sessionkeeper.errors import ConfigurationError
 from sessionkeeper.flask import Session, SessionKeeperInterface
 
@@ -292,7 +294,7 @@ def test_session_file_dir_defaults_to_flask_session_in_working_directory(
 # -- Flask's cookie settings ---------------------------------------------------------
 
 
-def test_default_cookie_attributes_match_flask(make_app: MakeApp,
+def test_default_cookie_attributes_match_flask(make_app: MakeApp, app_kind: str,
                                                app_config: dict[str, Any]) -> None:
     app = add_views(make_app(app_config))
     _, cookie = logged_in(app)
@@ -300,7 +302,10 @@ def test_default_cookie_attributes_match_flask(make_app: MakeApp,
     assert cookie.has("httponly")
     assert not cookie.has("secure")
     assert not cookie.has("domain")
-    assert cookie.attrs["samesite"] == "Lax"  # sessionkeeper's default where Flask sets none
+    if app_kind in COOKIE_KINDS:  # Flask's own cookie session: no SameSite unless set
+        assert not cookie.has("samesite")
+    else:  # sessionkeeper's default for its session ids, where Flask sets none
+        assert cookie.attrs["samesite"] == "Lax"
     assert not cookie.has("partitioned")
 
 

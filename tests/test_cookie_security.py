@@ -17,6 +17,8 @@ from typing import Any
 import pytest
 from flask import Flask, session
 
+from conftest import COOKIE_KINDS
+
 from sessionkeeper.cookie_rules import InsecureCookieWarning
 from sessionkeeper.errors import ConfigurationError
 
@@ -69,17 +71,32 @@ def attributes(header: str) -> dict[str, str]:
 
 
 def test_session_cookies_are_httponly_samesite_lax_and_host_only_by_default(
-    make_app: MakeApp, app_config: dict[str, Any],
+    make_app: MakeApp, app_kind: str, app_config: dict[str, Any],
 ) -> None:
     app = add_views(make_app(app_config))
 
     attrs = attributes(cookie_header(app.test_client().post("/login/42")))
 
     assert "httponly" in attrs
-    assert attrs["samesite"] == "Lax"
+    if app_kind in COOKIE_KINDS:  # Flask's cookie session, sent as Flask sends it
+        assert "samesite" not in attrs
+    else:
+        assert attrs["samesite"] == "Lax"
     assert attrs["path"] == "/"
     assert "domain" not in attrs
     assert "secure" not in attrs  # only when configured: plain-HTTP development works
+
+
+@pytest.mark.parametrize("kind", sorted(COOKIE_KINDS))
+def test_cookie_sessions_send_samesite_lax_when_configured(make_app: MakeApp,
+                                                           kind: str) -> None:
+    app = add_views(make_app(COOKIE_KINDS[kind], SESSION_COOKIE_SAMESITE="Lax"))
+    browser = app.test_client()
+
+    attrs = attributes(cookie_header(browser.post("/login/42")))
+
+    assert attrs["samesite"] == "Lax"
+    assert browser.get("/me").text == "42"
 
 
 def test_secure_and_strict_apply_when_configured(make_app: MakeApp,

@@ -21,10 +21,10 @@ class InsecureCookieWarning(UserWarning):
     """The session cookie's settings make browsers drop it or send it where they should not."""
 
 
-def samesite_or_default(value: object) -> str:
-    """SESSION_COOKIE_SAMESITE, "Lax" when unset (Flask leaves it unset)."""
+def samesite_or_default(value: object, default: str | None = DEFAULT_SAMESITE) -> str | None:
+    """SESSION_COOKIE_SAMESITE, ``default`` when unset (Flask leaves it unset)."""
     if value is None or value is False:
-        return DEFAULT_SAMESITE
+        return default
     text = str(value).title()
     if text not in _SAMESITE_VALUES:
         raise ConfigurationError(f"SESSION_COOKIE_SAMESITE must be one of "
@@ -33,7 +33,7 @@ def samesite_or_default(value: object) -> str:
 
 
 def check_cookie_attributes(name: str, *, domain: str | None, path: str | None,
-                            secure: bool, samesite: str) -> None:
+                            secure: bool, samesite: str | None) -> None:
     """Raise ConfigurationError for a cookie browsers would refuse; warn when one would
     be refused on plain HTTP or sent more widely than intended."""
     lowered = name.lower()

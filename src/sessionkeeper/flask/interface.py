@@ -12,6 +12,7 @@ from flask.sessions import SessionInterface, SessionMixin
 
 from ..backend import CookieUpdate, SessionBackend, logger
 from ..client_side import CookieSessions
+from ..cookie_rules import DEFAULT_SAMESITE
 from ..cookie_header import cookie_value
 from ..errors import StoreUnavailable
 from ..model import Session
@@ -28,8 +29,10 @@ class SessionKeeperInterface(SessionInterface):
         self.backend = backend
         self.settings = settings
         # Cookie attributes, keys and lifetime are Flask's settings, read as Flask reads
-        # them (at request time); resolving them now also checks them at start-up.
-        self.live = LiveConfig(self, self._use_keys, self._use_lifetime)
+        # them (at request time); resolving them now also checks them at start-up. A
+        # cookie session is Flask's own, so it sends no SameSite unless configured.
+        self.live = LiveConfig(self, self._use_keys, self._use_lifetime,
+                               None if isinstance(backend, CookieSessions) else DEFAULT_SAMESITE)
         self.cookie = self.live.refresh(app)
         #: whether sessions sign with SECRET_KEY (fixed for the backend's life)
         self._signs = self._needs_secret()

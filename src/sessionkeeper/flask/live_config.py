@@ -16,7 +16,7 @@ from typing import Any
 
 from flask import Flask
 
-from ..cookie_rules import check_cookie_attributes, samesite_or_default
+from ..cookie_rules import DEFAULT_SAMESITE, check_cookie_attributes, samesite_or_default
 from ..settings import DEFAULT_LIFETIME, seconds
 from ..signing import KeyRing
 
@@ -43,12 +43,16 @@ class LiveConfig:
 
     ``apply_keys`` receives the new key ring (None without a secret key) when the keys
     changed; ``apply_lifetime`` the lifetime and SESSION_REFRESH_EACH_REQUEST when
-    those did.
+    those did. ``unset_samesite`` is what an unset SESSION_COOKIE_SAMESITE sends: "Lax"
+    for sessionkeeper's own cookies, None (no attribute) where the session is Flask's
+    cookie, which sends none.
     """
 
     def __init__(self, interface: Any, apply_keys: Callable[[KeyRing | None], None],
-                 apply_lifetime: Callable[[float, bool], None]) -> None:
+                 apply_lifetime: Callable[[float, bool], None],
+                 unset_samesite: str | None = DEFAULT_SAMESITE) -> None:
         self._interface = interface
+        self._unset_samesite = unset_samesite
         self._apply_keys = apply_keys
         self._apply_lifetime = apply_lifetime
         self._seen: tuple[Any, ...] | None = None
@@ -83,7 +87,8 @@ class LiveConfig:
         name = interface.get_cookie_name(app)
         domain, path = interface.get_cookie_domain(app), interface.get_cookie_path(app)
         secure = interface.get_cookie_secure(app)
-        samesite = samesite_or_default(interface.get_cookie_samesite(app))
+        samesite = samesite_or_default(interface.get_cookie_samesite(app),
+                                       self._unset_samesite)
         check_cookie_attributes(name, domain=domain, path=path, secure=secure,
                                 samesite=samesite)
         return CookieSettings(name, {
