@@ -20,11 +20,10 @@ from typing import Any
 
 import msgspec
 import pytest
+from conftest import COOKIE_KINDS
 from flask import Flask, Response, request, session
 from flask.testing import FlaskClient
 from itsdangerous import Signer
-
-from conftest import COOKIE_KINDS
 
 from sessionkeeper.errors import ConfigurationError
 from sessionkeeper.flask import Session, SessionKeeperInterface

@@ -15,9 +15,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from flask import Flask, session
-
 from conftest import COOKIE_KINDS
+from flask import Flask, session
 
 from sessionkeeper.cookie_rules import InsecureCookieWarning
 from sessionkeeper.errors import ConfigurationError

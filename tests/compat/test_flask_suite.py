@@ -57,7 +57,8 @@ _RESULT = re.compile(r"^(PASSED|FAILED|ERROR|SKIPPED|XFAIL|XPASS) (\S+\.py::\S+)
 def flask_tests(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tests = unpack_tests("flask", tmp_path_factory.mktemp("flask-sdist"))
     with (tests / "conftest.py").open("a") as conftest:
-        conftest.write(PYTEST_SHIM + "\n\nfrom flask_app_fixture import app  # noqa: E402,F401,F811\n")
+        conftest.write(PYTEST_SHIM)
+        conftest.write("\n\nfrom flask_app_fixture import app  # noqa: E402,F401,F811\n")
     return tests
 
 

@@ -12,8 +12,8 @@ from flask.sessions import SessionInterface, SessionMixin
 
 from ..backend import CookieUpdate, SessionBackend, logger
 from ..client_side import CookieSessions
-from ..cookie_rules import DEFAULT_SAMESITE
 from ..cookie_header import cookie_value
+from ..cookie_rules import DEFAULT_SAMESITE
 from ..errors import StoreUnavailable
 from ..model import Session
 from ..server_side import ServerSideSessions
