@@ -18,7 +18,9 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
+from datetime import time as dt_time
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -812,8 +814,18 @@ def test_plain_pickled_values_are_read_with_their_types() -> None:
     when = datetime(2023, 3, 4, 5, 6, 7, tzinfo=timezone(timedelta(hours=2)))
     from markupsafe import Markup
 
-    data = {"u": uid, "when": when, "m": Markup("<b>hi</b>"), "t": (1, "a"), "b": b"x"}
-    assert load_pickled_payload(pickle.dumps(data)) == data
+    data = {"u": uid, "when": when, "m": Markup("<b>hi</b>"), "t": (1, "a"), "b": b"x",
+            "day": date(2024, 2, 29), "at": dt_time(9, 30), "price": Decimal("9.95"),
+            "tags": {"a", "b"}, "frozen": frozenset({1, 2})}
+    for protocol in range(3, pickle.HIGHEST_PROTOCOL + 1):  # what Flask-Session, cachelib wrote
+        assert load_pickled_payload(pickle.dumps(data, protocol=protocol)) == data
+
+
+@pytest.mark.parametrize("blob", [b"[" * 100_000 + b"]" * 100_000, b"\x91" * 100_000 + b"\xc0"],
+                         ids=["json", "msgpack"])
+def test_a_record_nested_past_the_recursion_limit_is_unreadable(blob: bytes) -> None:
+    with pytest.raises(UnreadableLegacyData, match="nested too deeply"):
+        decode_flask_session_payload(blob)
 
 
 @pytest.mark.parametrize("blob", [b"", b"\x00\x01garbage", b"[1, 2]", b"\x92\x01\x02",

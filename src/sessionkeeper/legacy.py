@@ -126,12 +126,16 @@ def decode_flask_session_payload(blob: bytes) -> dict[str, Any]:
             return _session_dict(decoder.decode(blob))
         except msgspec.DecodeError:
             continue
+        except RecursionError:  # stored data nested past the interpreter's limit
+            raise UnreadableLegacyData("the record is nested too deeply to read") from None
     raise UnreadableLegacyData("the record is neither MessagePack, JSON nor pickle")
 
 
 #: the only globals a pickled session may name: plain value types sessions can hold
 _PLAIN_GLOBALS = frozenset({
-    ("datetime", "datetime"), ("datetime", "timezone"), ("datetime", "timedelta"),
+    ("datetime", "datetime"), ("datetime", "date"), ("datetime", "time"),
+    ("datetime", "timezone"), ("datetime", "timedelta"), ("decimal", "Decimal"),
+    ("builtins", "set"), ("builtins", "frozenset"),
     ("uuid", "UUID"), ("markupsafe", "Markup"), ("collections", "OrderedDict"),
 })
 
