@@ -96,6 +96,7 @@ class GuardedStore(SessionStore):
         self.inner = inner
         self.breaker = breaker
         self.name = inner.name
+        self.sweeps_itself = inner.sweeps_itself
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)

@@ -17,7 +17,9 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
+from flask import Flask, session
 
+from sessionkeeper.flask import Session
 from sessionkeeper.serialization import ValueCodec
 from sessionkeeper.stores.base import RecordCodec, SessionRecord
 from sessionkeeper.stores.filesystem import FileSystemStore
@@ -186,3 +188,27 @@ def test_a_file_the_decoder_chokes_on_never_fails_a_new_session(tmp_path: Path) 
     for _ in range(20):
         timed_create(store)  # each continues the sweep past the file it cannot read
     assert not any(p.exists() for p in expired)
+
+
+def test_session_cleanup_n_requests_never_walks_the_directory_in_a_request(
+        tmp_path: Path) -> None:
+    # Flask-Session apps may carry SESSION_CLEANUP_N_REQUESTS over; the store's own sweep
+    # already removes expired files a batch at a time, so requests must not walk them all.
+    app = Flask(__name__)
+    app.config.update(SECRET_KEY="k", SESSION_TYPE="filesystem",
+                      SESSION_FILE_DIR=str(tmp_path), SESSION_CLEANUP_N_REQUESTS=1)
+    Session(app)
+
+    @app.post("/visit")
+    def visit() -> str:
+        session["visits"] = session.get("visits", 0) + 1
+        return str(session["visits"])
+
+    client = app.test_client()
+    assert client.post("/visit").text == "1"
+    write_files(tmp_path, 1_000)
+    reads = counted(app.extensions["sessionkeeper"].backend.store.inner)
+
+    for visits in range(2, 12):
+        assert client.post("/visit").text == str(visits)
+    assert reads.decoded <= 10 * 2  # each request: its own record, nothing more

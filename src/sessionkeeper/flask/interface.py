@@ -130,11 +130,12 @@ class SessionKeeperInterface(SessionInterface):
 
     def _maybe_cleanup(self, session: Session) -> None:
         # SESSION_CLEANUP_N_REQUESTS: about one request in N (that used the session)
-        # also removes expired records; requests that never touch the session never do.
+        # also removes expired records; requests that never touch the session never do,
+        # nor do stores that remove expired records themselves.
         n = self.settings.cleanup_n_requests
         backend = self.backend
         if (n and session.loaded and isinstance(backend, ServerSideSessions)
-                and random.randrange(n) == 0):
+                and not backend.store.sweeps_itself and random.randrange(n) == 0):
             removed = backend.store.delete_expired(time.time())
             logger.info("removed %d expired sessions", removed)
 

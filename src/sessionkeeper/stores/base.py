@@ -75,6 +75,10 @@ class SessionStore(ABC):
 
     #: short name used in messages and logs ("redis", "sqlite", ...)
     name: str = "store"
+    #: True when the store removes expired records on its own (TTLs, or a sweep a batch
+    #: at a time as sessions are written), so SESSION_CLEANUP_N_REQUESTS is not needed:
+    #: a request never runs a whole ``delete_expired`` pass (a directory walk, a scan)
+    sweeps_itself: bool = False
 
     @abstractmethod
     def load(self, key: str, now: float) -> SessionRecord | None:

@@ -169,6 +169,7 @@ class CachelibStore(SessionStore):
     """Session records in a cachelib cache, changed under a short per-record lock."""
 
     name = "cachelib"
+    sweeps_itself = True  # caches expire entries; FileSystemCache folders get a pass
 
     def __init__(self, cache: Any, *, codec: ValueCodec | None = None,
                  key_prefix: str = "session:", keep_expired: float = 0.0,

@@ -82,6 +82,7 @@ class DynamoDBStore(SessionStore):
     """Keeps sessions in one DynamoDB table; every operation is one request."""
 
     name = "dynamodb"
+    sweeps_itself = True  # DynamoDB's TTL; a request must never scan the table
 
     def __init__(self, client: Any, table: str = DEFAULT_TABLE, *,
                  key_prefix: str = "", keep_expired: float = 0.0, create_table: bool = True,

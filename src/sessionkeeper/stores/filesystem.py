@@ -48,6 +48,7 @@ _DIGEST = re.compile(r"[0-9a-f]{64}")
 
 class FileSystemStore(SessionStore):
     name = "filesystem"
+    sweeps_itself = True  # its sweep walks a batch of files as sessions are created
 
     def __init__(
         self,
