@@ -32,6 +32,8 @@ USERS_FILE = "demo-users.sqlite3"  # in the instance folder unless DEMO_USERS_PA
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """A demo app configured from the environment, then from ``config`` (which wins)."""
     app = Flask(__name__)
+    # Lax even for cookie sessions, which (as Flask's) send no SameSite unless told to.
+    app.config["SESSION_COOKIE_SAMESITE"] = "Lax"
     app.config.update(config_from_env(os.environ))
     app.config.update(config or {})
     _set_up_logging(app)
