@@ -7,13 +7,12 @@ FileSystemCache there) or ``CACHELIB_REDIS_URL`` with ``CACHELIB_PREFIX`` (a Red
 from __future__ import annotations
 
 import os
-import time
 
 import redis
 from cachelib import FileSystemCache, RedisCache
 from cachelib.base import BaseCache
-from flask import Flask, jsonify, request, session
-from flask.typing import ResponseReturnValue
+from concurrency_views import add_concurrency_views
+from flask import Flask
 
 from sessionkeeper.flask import Session
 
@@ -30,34 +29,5 @@ app = Flask(__name__)
 app.config.update(SECRET_KEY=os.environ["SECRET_KEY"], SESSION_TYPE="cachelib",
                   SESSION_CACHELIB=cache())
 Session(app)
+add_concurrency_views(app)
 
-
-@app.get("/health")
-def health() -> str:
-    return "ok"
-
-
-@app.post("/start")
-def start() -> str:
-    session["started"] = True
-    return "started"
-
-
-@app.post("/set/<key>")
-def set_key(key: str) -> ResponseReturnValue:
-    # Every concurrent request reads the same state, lingers, then saves its own key.
-    if "started" not in session:
-        return "no session", 409
-    time.sleep(float(request.args.get("linger", "0")))
-    session[key] = os.getpid()
-    return "set"
-
-
-@app.get("/keys")
-def keys() -> ResponseReturnValue:
-    return jsonify(sorted(session.keys()))
-
-
-@app.get("/pids")
-def pids() -> ResponseReturnValue:
-    return jsonify({k: v for k, v in session.items() if k != "started"})

@@ -7,10 +7,9 @@ SQLite store), ``SESSION_SQLITE_PATH`` and ``SESSION_FILE_DIR``.
 from __future__ import annotations
 
 import os
-import time
 
-from flask import Flask, jsonify, request, session
-from flask.typing import ResponseReturnValue
+from concurrency_views import add_concurrency_views
+from flask import Flask
 
 from sessionkeeper.flask import Session
 
@@ -20,35 +19,5 @@ app = Flask(__name__)
 app.config["SECRET_KEY"] = os.environ["SECRET_KEY"]
 app.config.update({name: os.environ[name] for name in SETTINGS if os.environ.get(name)})
 Session(app)
+add_concurrency_views(app)
 
-
-@app.get("/health")
-def health() -> str:
-    return "ok"
-
-
-@app.post("/start")
-def start() -> str:
-    session["started"] = True
-    return "started"
-
-
-@app.post("/set/<key>")
-def set_key(key: str) -> ResponseReturnValue:
-    # Read the session first, then linger: every concurrent request holds the same
-    # stale state when it saves, so only delta saves keep each other's keys.
-    if "started" not in session:
-        return "no session", 409
-    time.sleep(float(request.args.get("linger", "0")))
-    session[key] = os.getpid()
-    return "set"
-
-
-@app.get("/keys")
-def keys() -> ResponseReturnValue:
-    return jsonify(sorted(session.keys()))
-
-
-@app.get("/pids")
-def pids() -> ResponseReturnValue:
-    return jsonify({k: v for k, v in session.items() if k != "started"})
