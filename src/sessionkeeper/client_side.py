@@ -32,6 +32,25 @@ BROWSER_COOKIE_LIMIT = 4093  # bytes of "name=value" browsers keep (RFC 6265 say
 PERMANENT_KEY = "_permanent"  # where Flask keeps the permanent flag inside the cookie
 
 
+def issue_cookie(sender: object, session: Session, cookie: str, max_size: int) -> None:
+    """The last step of saving a cookie session as ``cookie`` (``name=value``): refuse a
+    cookie browsers would drop, announce the new or re-bound session, mark it saved."""
+    if len(cookie) > max_size:
+        logger.error("session cookie of %d bytes not sent: over the %d-byte limit",
+                     len(cookie), max_size)
+        raise SessionTooLarge(len(cookie), max_size)
+    state = session.state
+    if state.new:
+        signals.session_created.send(sender, log_id="-", user_id=state.user_id)
+    elif session.regenerate_requested:
+        # A login or regenerate() re-bound this cookie (the old one is revoked when it
+        # had a user): the same event server-side sessions send for a new id.
+        signals.session_regenerated.send(sender, log_id="-", old_log_id="-",
+                                         user_id=state.user_id)
+    session.mark_saved()
+    state.new = False
+
+
 class _TextSerializer:
     """Adapts the tagged-JSON serializer to itsdangerous, which wants text."""
 
@@ -218,20 +237,7 @@ class CookieSessions:
         if meta is not None:
             payload[META_KEY] = meta
         value = self.dumps(payload, int(now))
-        size = len(self.cookie_name) + 1 + len(value)
-        if size > self.max_size:
-            logger.error("session cookie of %d bytes not sent: over the %d-byte limit",
-                         size, self.max_size)
-            raise SessionTooLarge(size, self.max_size)
-        if state.new:
-            signals.session_created.send(self, log_id="-", user_id=state.user_id)
-        elif session.regenerate_requested:
-            # A login or regenerate() re-bound this cookie (the old one is revoked when
-            # it had a user): the same event server-side sessions send for a new id.
-            signals.session_regenerated.send(self, log_id="-", old_log_id="-",
-                                             user_id=state.user_id)
-        session.mark_saved()
-        state.new = False
+        issue_cookie(self, session, f"{self.cookie_name}={value}", self.max_size)
         max_age = self.policy.cookie_max_age(self.policy.expires_at(state.created_at, now), now)
         return CookieUpdate(value, max_age if state.permanent else None)
 

@@ -21,9 +21,9 @@ from itsdangerous import BadSignature, TimestampSigner
 
 from .. import signals
 from ..backend import DELETE_COOKIE, CookieUpdate, logger
-from ..client_side import BROWSER_COOKIE_LIMIT
+from ..client_side import BROWSER_COOKIE_LIMIT, issue_cookie
 from ..cookie_meta import META_KEY, CookieMeta
-from ..errors import SessionTooLarge, UnserializableValue
+from ..errors import UnserializableValue
 from ..model import LoadedState
 from ..serialization import ValueCodec
 from .session import Session
@@ -146,18 +146,7 @@ class StarletteCookies:
         if not (session.destroyed or session.modified or session.regenerate_requested):
             return None  # Starlette's rule: a Set-Cookie only when the session changed
         value = self.dumps(self._payload(session, state))
-        size = len(self.cookie_name) + 1 + len(value)
-        if size > self.max_size:
-            logger.error("session cookie of %d bytes not sent: over the %d-byte limit",
-                         size, self.max_size)
-            raise SessionTooLarge(size, self.max_size)
-        if state.new:
-            signals.session_created.send(self, log_id="-", user_id=state.user_id)
-        elif session.regenerate_requested:
-            signals.session_regenerated.send(self, log_id="-", old_log_id="-",
-                                             user_id=state.user_id)
-        session.mark_saved()
-        state.new = False
+        issue_cookie(self, session, f"{self.cookie_name}={value}", self.max_size)
         return CookieUpdate(value, self.max_age)
 
     def _payload(self, session: Session, state: LoadedState) -> dict[str, Any]:
