@@ -448,6 +448,37 @@ def test_concurrent_adds_of_one_key_have_exactly_one_winner(
         assert loaded is not None and MSGPACK.decode(loaded.values["n"]) == won.index(True)
 
 
+def lock_waits(engine: sa.Engine) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(sa.text(
+            "SELECT COUNT(*) FROM information_schema.innodb_trx "
+            "WHERE trx_state = 'LOCK WAIT'")).scalar_one())
+
+
+@only("sqlalchemy-mariadb")
+def test_claims_that_mariadb_deadlocks_are_run_again_not_reported_as_an_outage(
+        mariadb_store: SQLAlchemyStore) -> None:
+    # InnoDB's classic duplicate-key deadlock: while one transaction deletes the row,
+    # two INSERTs of its key wait for a shared lock; once it commits, both hold one and
+    # both want the exclusive lock, and InnoDB rolls one back (error 1213).
+    key = new_key()
+    t = mariadb_store.table
+    mariadb_store.create(key, record({"n": -1}, now=time.time() - 100, lifetime=10))
+    with mariadb_store.engine.connect() as deleter, ThreadPoolExecutor(2) as pool:
+        deleter.exec_driver_sql("BEGIN")  # the store's engine autocommits otherwise
+        deleter.execute(sa.delete(t).where(t.c.key == key))
+        claims = [pool.submit(mariadb_store.add, key, record({"n": i})) for i in range(2)]
+        deadline = time.monotonic() + 20
+        while lock_waits(mariadb_store.engine) < 2 and time.monotonic() < deadline:
+            time.sleep(0.15)  # InnoDB refreshes innodb_trx only when unread for 0.1 s
+        assert lock_waits(mariadb_store.engine) == 2  # both INSERTs wait on the row
+        deleter.exec_driver_sql("COMMIT")
+        won = [claim.result(timeout=60) for claim in claims]
+    assert sorted(won) == [False, True]
+    loaded = mariadb_store.load(key, time.time())
+    assert loaded is not None and MSGPACK.decode(loaded.values["n"]) == won.index(True)
+
+
 # -- sessions too large for the database ---------------------------------------------------
 
 

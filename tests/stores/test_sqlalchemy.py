@@ -8,6 +8,7 @@ the app reaches the database through a TCP forwarder the test cuts and restores.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import secrets
@@ -345,6 +346,74 @@ def test_without_session_sqlalchemy_the_apps_database_uri_is_used(
     assert len(rows(admin, table)) == 1
 
 
+# -- in-memory SQLite: Flask-Session's own test configuration, and many apps' ------------
+
+
+@pytest.mark.parametrize("config", [{"SESSION_SQLALCHEMY": "sqlite://"},
+                                    {"SESSION_SQLALCHEMY": "sqlite:///:memory:"},
+                                    {"SQLALCHEMY_DATABASE_URI": "sqlite:///"}])
+def test_in_memory_sqlite_keeps_sessions_across_requests_and_warns(
+        make_app: MakeApp, caplog: pytest.LogCaptureFixture, config: dict[str, Any]) -> None:
+    with caplog.at_level(logging.WARNING, logger="sessionkeeper"):
+        app = session_app(make_app, {"SESSION_TYPE": "sqlalchemy", **config})
+    assert "lost when the process ends" in caplog.text
+    client = app.test_client()
+    client.post("/login")
+    assert [client.post("/count").text for _ in range(3)] == ["1", "2", "3"]
+    assert client.get("/whoami").text == "laowang"
+    client.get("/logout")
+    assert client.get("/whoami").text == "anonymous"
+    store_of(app).close()
+
+
+def test_in_memory_sqlite_takes_concurrent_saves_of_one_session(
+        make_app: MakeApp) -> None:
+    # Every thread shares the database's one connection.
+    app = session_app(make_app, {"SESSION_TYPE": "sqlalchemy", "SESSION_SQLALCHEMY": "sqlite://"})
+    client = app.test_client()
+    client.post("/login")
+    token = session_cookie(client)
+    start = threading.Barrier(8)
+
+    def write(i: int) -> list[int]:
+        browser = client_with(app, token)
+        start.wait(timeout=30)
+        return [browser.post(f"/set/k{i}-{j}").status_code for j in range(15)]
+
+    threads_answers: list[list[int]] = []
+    threads = [threading.Thread(target=lambda i=i: threads_answers.append(write(i)))
+               for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert threads_answers == [[200] * 15] * 8
+    keys = client.get("/keys").text.split(",")
+    assert len(keys) == 8 * 15 + 1 and "user" in keys
+    store_of(app).close()
+
+
+def test_in_memory_sqlite_is_usable_in_a_forked_worker() -> None:
+    # gunicorn --preload: the app (and its database) is made before the fork; the worker
+    # starts on a fresh, empty database of its own, which has the table.
+    store = SQLAlchemyStore(engine_from_url("sqlite://"), owns_engine=True)
+    store.check()
+    store.create("session:parent", record({"user": "laowang"}))
+    pid = os.fork()
+    if pid == 0:  # the worker: reports by exit status and never returns into pytest
+        try:
+            signal.alarm(20)
+            store.create("session:child", record({"user": "laoli"}))
+            ok = store.load("session:child", time.time()) is not None
+            os._exit(0 if ok else 1)
+        finally:
+            os._exit(2)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert store.load("session:parent", time.time()) is not None
+    store.close()
+
+
 @pytest.mark.parametrize("key", ["SESSION_SQLALCHEMY", "SQLALCHEMY_DATABASE_URI"])
 def test_a_relative_sqlite_path_is_in_the_instance_folder(make_app: MakeApp, tmp_path: Path,
                                                          monkeypatch: pytest.MonkeyPatch,
@@ -371,8 +440,6 @@ def test_other_types_are_refused_saying_what_is_accepted(make_app: MakeApp, valu
 @pytest.mark.parametrize(("config", "expected"), [
     ({}, "needs SESSION_SQLALCHEMY"),
     ({"SESSION_SQLALCHEMY": "not a database url"}, "is not a database URL"),
-    ({"SESSION_SQLALCHEMY": "sqlite://"}, "in-memory SQLite"),
-    ({"SESSION_SQLALCHEMY": "sqlite:///:memory:"}, "in-memory SQLite"),
     ({"SESSION_SQLALCHEMY": "postgresql+nosuchdriver://u@h/db"}, "driver that is not installed"),
     ({"SESSION_SQLALCHEMY": "sqlite:///x.db", "SESSION_SQLALCHEMY_BIND_KEY": "sessions"},
      "leave it unset"),
@@ -527,7 +594,7 @@ def test_a_read_straight_from_the_driver_equals_one_through_core(db_url: str,
             assert direct is not None and direct.user_id == user
             assert direct.permanent is (user is None)
             assert direct.values == stored.values
-            assert type(direct.created_at) is float and type(direct.version) is int
+            assert type(direct.created_at) is float and isinstance(direct.version, int)
     finally:
         store.close()
 
@@ -806,6 +873,58 @@ def test_each_saved_change_moves_the_row_version(sql_store: SQLAlchemyStore) -> 
     sql_store.touch("session:v", time.time(), time.time() + 10)
     touched = sql_store.load("session:v", time.time())
     assert touched is not None and touched.version == 2  # a refresh changes no data
+
+
+def on_another_thread(action: Callable[[], Any]) -> Any:
+    answers: list[Any] = []
+    thread = threading.Thread(target=lambda: answers.append(action()))
+    thread.start()
+    thread.join(timeout=60)
+    return answers[0]
+
+
+def saved_delta(loaded: SessionRecord, values: dict[str, Any]) -> SessionUpdate:
+    update = delta(values)
+    update.version = loaded.version  # as a request's save carries it
+    return update
+
+
+def test_a_save_on_another_thread_than_its_load_is_one_update(
+        sql_store: SQLAlchemyStore) -> None:
+    # An ASGI server loads a session on one thread and saves it on another.
+    sql_store.create("session:t", record({"a": 1}))
+    loaded = sql_store.load("session:t", time.time())
+    assert loaded is not None
+    with recorded_statements(sql_store.engine) as sent:
+        assert on_another_thread(
+            lambda: sql_store.update("session:t", saved_delta(loaded, {"b": 2})))
+    assert sent == ["UPDATE"]
+    after = sql_store.load("session:t", time.time())
+    assert after is not None and sorted(after.values) == ["a", "b"] and after.version == 2
+
+
+def test_loads_of_two_sessions_on_one_thread_each_save_without_rereading(
+        sql_store: SQLAlchemyStore) -> None:
+    sql_store.create("session:one", record({"a": 1}))
+    sql_store.create("session:two", record({"a": 2}))
+    one = sql_store.load("session:one", time.time())
+    two = sql_store.load("session:two", time.time())
+    assert one is not None and two is not None
+    with recorded_statements(sql_store.engine) as sent:
+        assert sql_store.update("session:one", saved_delta(one, {"b": 1}))
+        assert sql_store.update("session:two", saved_delta(two, {"b": 2}))
+    assert sent == ["UPDATE", "UPDATE"]
+
+
+def test_a_version_loaded_under_another_key_is_not_merged_into(
+        sql_store: SQLAlchemyStore) -> None:
+    sql_store.create("session:mine", record({"mine": 1}))
+    sql_store.create("session:other", record({"other": 1}))
+    other = sql_store.load("session:other", time.time())
+    assert other is not None
+    assert sql_store.update("session:mine", saved_delta(other, {"b": 2}))
+    mine = sql_store.load("session:mine", time.time())
+    assert mine is not None and sorted(mine.values) == ["b", "mine"]
 
 
 def test_a_save_of_a_deleted_session_does_not_recreate_it(sql_store: SQLAlchemyStore) -> None:

@@ -12,8 +12,8 @@ One row per session (``key`` is the store key, ``data`` the packed encoded value
     version      INTEGER                    -- bumped by every data change
 
 Every operation is one statement, except a save that lost a race. A delta save is
-optimistic: the row is read (or the copy this thread loaded earlier in the request is
-reused), the delta merged in Python, and written back with
+optimistic: the row is read (or the copy the request loaded, carried in the
+record's ``version``, is reused), the delta merged in Python, and written back with
 ``UPDATE ... WHERE key = :k AND version = :v``. When another request changed the row in
 between, no row matches and the save re-reads and retries, so concurrent requests of one
 session never lose each other's keys; when the row is gone (a logout), the save reports
@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import logging
 import math
 import os
 import random
@@ -65,9 +66,34 @@ __all__ = ["SQLAlchemyStore", "SQLRecordTooLarge", "engine_from_url", "session_t
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+logger = logging.getLogger("sessionkeeper")
+
 
 class _Disconnected(StoreUnavailable):
     """A pooled connection turned out dead (the server restarted since it was opened)."""
+
+
+class _Deadlocked(StoreUnavailable):
+    """The database broke a deadlock by rolling back our statement, which left no trace."""
+
+
+#: MariaDB/MySQL's ER_LOCK_DEADLOCK
+_MYSQL_DEADLOCK = 1213
+#: PostgreSQL's deadlock_detected and serialization_failure
+_RETRYABLE_SQLSTATES = ("40P01", "40001")
+#: runs of a statement the database rolled back to break a deadlock, before giving up
+MAX_DEADLOCK_ATTEMPTS = 20
+
+
+def is_deadlock(error: BaseException) -> bool:
+    """Whether a DBAPI error is the database rolling a statement back to break a deadlock."""
+    # pymysql and mysqlclient: args[0]; MariaDB Connector/Python: errno;
+    # psycopg2: pgcode; psycopg 3: sqlstate
+    args = getattr(error, "args", ())
+    if _MYSQL_DEADLOCK in (getattr(error, "errno", None), args[0] if args else None):
+        return True
+    state = getattr(error, "pgcode", None) or getattr(error, "sqlstate", None)
+    return state in _RETRYABLE_SQLSTATES
 
 
 #: A pooled connection the server closed fails at once, on its first statement. A
@@ -94,6 +120,26 @@ def _retry_on_disconnect(method: F) -> F:
             return method(self, *args, **kwargs)
 
     return cast(F, run)
+
+
+def _retry_on_deadlock(method: F) -> F:
+    """Run ``method`` again when the database rolled its statement back to break a
+    deadlock (concurrent requests claiming or writing one key, on MariaDB/MySQL above
+    all). Every operation here is one autocommitted statement, or an optimistic loop
+    whose writes check the version they read, so a rolled-back one runs again safely.
+    """
+
+    @functools.wraps(method)
+    def run(self: SQLAlchemyStore, *args: Any, **kwargs: Any) -> Any:
+        for attempt in range(MAX_DEADLOCK_ATTEMPTS - 1):
+            try:
+                return method(self, *args, **kwargs)
+            except _Deadlocked:
+                _back_off(attempt)
+        return method(self, *args, **kwargs)  # a last deadlock is StoreUnavailable
+
+    return cast(F, run)
+
 
 DEFAULT_TABLE = "sessions"  # Flask-Session's default
 DEFAULT_TIMEOUT = 3.0
@@ -192,11 +238,26 @@ def session_table(name: str, metadata: sa.MetaData, schema: str | None = None) -
 
 @dataclass
 class _Seen:
-    """A row as this thread last loaded it: a save in the same request can skip re-reading."""
+    """A row as a request read it: what its save merges the delta into."""
 
     key: str
     version: int
     values: dict[str, bytes]
+
+
+class _LoadedVersion(int):
+    """The version of a row as a request loaded it (``SessionRecord.version``), carrying
+    the row's values, so the request's save merges into them without reading the row
+    again. It travels with the session, never in per-thread state: load and save may run
+    on different threads."""
+
+    key: str
+    values: dict[str, bytes]
+
+    def __new__(cls, version: int, key: str, values: dict[str, bytes]) -> _LoadedVersion:
+        loaded = super().__new__(cls, version)
+        loaded.key, loaded.values = key, values
+        return loaded
 
 
 class SQLAlchemyStore(SessionStore):
@@ -224,7 +285,11 @@ class SQLAlchemyStore(SessionStore):
         self.table = _table_in(metadata or sa.MetaData(), table, schema)
         self._owns_engine = owns_engine
         self._commits = engine not in _AUTOCOMMIT_ENGINES
-        self._seen = threading.local()
+        #: one connection shared by every thread (in-memory SQLite): take turns on it
+        self._turns: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
+        if is_in_memory_sqlite(engine.url):
+            self._turns = threading.RLock()
+            _create_table_on_connect(engine, self.table)
         t = self.table
         # permanent as the database holds it (0/1 where it has no BOOLEAN), not turned
         # into a bool by Core, so both read paths check the same values (sql_rows.py).
@@ -246,7 +311,7 @@ class SQLAlchemyStore(SessionStore):
     # -- connections ---------------------------------------------------------------
     @contextmanager
     def _connection(self) -> Iterator[sa.Connection]:
-        with self._translated_errors(), self.engine.connect() as conn:
+        with self._turns, self._translated_errors(), self.engine.connect() as conn:
             yield conn
 
     @contextmanager
@@ -259,6 +324,8 @@ class SQLAlchemyStore(SessionStore):
         except (sa_exc.OperationalError, sa_exc.InterfaceError) as exc:
             if exc.connection_invalidated:
                 raise self._lost(exc, started) from exc
+            if is_deadlock(exc.orig or exc):
+                raise _Deadlocked(self.name, exc.orig or exc) from exc
             # The driver's own message: the wrapped statement's parameters would put
             # session data into logs.
             raise StoreUnavailable(self.name, exc.orig or exc) from exc
@@ -294,7 +361,7 @@ class SQLAlchemyStore(SessionStore):
     # -- interface -------------------------------------------------------------------
     @_retry_on_disconnect
     def load(self, key: str, now: float) -> SessionRecord | None:
-        with self._translated_errors():
+        with self._turns, self._translated_errors():
             direct = self._direct_read()
             if direct is not None:
                 row = direct.first(
@@ -311,8 +378,9 @@ class SQLAlchemyStore(SessionStore):
             raise UndecodableRecord(self.name, f"user_id does not decode ({exc})") from exc
         record = record_of_row(self.name, self.codec, data, created_at, accessed_at,
                                expires_at, permanent, user_id, version)
-        self._seen.entry = _Seen(key, record.version, record.values)
-        record.values = dict(record.values)  # the caller's copy; _Seen keeps the original
+        if record.version is not None:
+            record.version = _LoadedVersion(record.version, key, record.values)
+        record.values = dict(record.values)  # the caller's copy; the version keeps the original
         return record
 
     def _load_through_core(self, key: str, now: float) -> Any:
@@ -333,6 +401,7 @@ class SQLAlchemyStore(SessionStore):
             with contextlib.suppress(sa_exc.IntegrityError):
                 self._insert(key, record, data)
 
+    @_retry_on_deadlock
     def add(self, key: str, record: SessionRecord) -> bool:
         """An INSERT, which the primary key lets only one request win; a row there that
         expired is removed first."""
@@ -418,11 +487,12 @@ class SQLAlchemyStore(SessionStore):
             raise SQLRecordTooLarge(self.name, size, known or DataLimit(
                 0, "the server's max_allowed_packet (it did not say how much)")) from exc
 
+    @_retry_on_deadlock
     @_retry_on_disconnect
     def update(self, key: str, update: SessionUpdate) -> bool:
         if update.user_id_changed:
             _check_user_id(update.user_id)
-        seen = self._take_seen(key)
+        seen = _seen_at_load(key, update.version)
         with self._connection() as conn:
             for attempt in range(MAX_SAVE_ATTEMPTS):
                 if seen is None:
@@ -461,11 +531,7 @@ class SQLAlchemyStore(SessionStore):
             t.c.key == seen.key, t.c.version == seen.version).values(changes), len(data))
         return bool(result.rowcount)
 
-    def _take_seen(self, key: str) -> _Seen | None:
-        seen: _Seen | None = getattr(self._seen, "entry", None)
-        self._seen.entry = None
-        return seen if seen is not None and seen.key == key else None
-
+    @_retry_on_deadlock
     @_retry_on_disconnect
     def touch(self, key: str, accessed_at: float, expires_at: float, *,
               version: Any = None) -> bool:
@@ -476,6 +542,7 @@ class SQLAlchemyStore(SessionStore):
             self._commit(conn)
         return bool(touched)
 
+    @_retry_on_deadlock
     @_retry_on_disconnect
     def delete(self, key: str) -> None:
         t = self.table
@@ -483,6 +550,7 @@ class SQLAlchemyStore(SessionStore):
             conn.execute(sa.delete(t).where(t.c.key == key))
             self._commit(conn)
 
+    @_retry_on_deadlock
     @_retry_on_disconnect
     def delete_expired(self, now: float) -> int:
         t = self.table
@@ -561,6 +629,37 @@ def _table_in(metadata: sa.MetaData, name: str, schema: str | None) -> sa.Table:
     return existing
 
 
+def _seen_at_load(key: str, version: Any) -> _Seen | None:
+    """The row as the saving request loaded it, if it did (None: read it now)."""
+    if isinstance(version, _LoadedVersion) and version.key == key:
+        return _Seen(key, int(version), version.values)
+    return None
+
+
+def _create_table_on_connect(engine: sa.Engine, table: sa.Table) -> None:
+    """Create the table in every new connection of an in-memory database: a forked
+    worker (gunicorn --preload) starts on a fresh, empty one."""
+    ddl = [str(sa.schema.CreateTable(table, if_not_exists=True).compile(dialect=engine.dialect))]
+    ddl += [str(sa.schema.CreateIndex(index, if_not_exists=True).compile(dialect=engine.dialect))
+            for index in table.indexes]
+
+    @sa.event.listens_for(engine, "connect")
+    def create(dbapi_connection: Any, record: Any) -> None:
+        for statement in ddl:
+            dbapi_connection.execute(statement)
+
+
+def is_in_memory_sqlite(url: sa.URL) -> bool:
+    """Whether ``url`` names an in-memory SQLite database, which lives inside one
+    connection ("sqlite://", "sqlite:///:memory:", a URI filename with mode=memory)."""
+    if url.get_backend_name() != "sqlite":
+        return False
+    database = url.database or ""
+    return database in ("", ":memory:") or (
+        database.startswith("file:") and ("mode=memory" in database
+                                           or database.startswith("file::memory:")))
+
+
 # Limits in UTF-8 bytes: what fits the VARBINARY columns of MariaDB/MySQL fits everywhere.
 def _check_key(key: str) -> None:
     if len(key.encode("utf-8")) > MAX_KEY_LENGTH:
@@ -594,11 +693,13 @@ def engine_from_url(url: str | sa.URL, *, timeout: float = DEFAULT_TIMEOUT) -> s
             "SESSION_SQLALCHEMY is not a database URL; use e.g. "
             "'postgresql+psycopg2://user:password@host/db' or 'sqlite:///sessions.db'") from exc
     backend = parsed.get_backend_name()
-    if backend == "sqlite" and parsed.database in (None, "", ":memory:"):
-        raise ConfigurationError(
-            "an in-memory SQLite database lives inside one connection and is lost with it: "
-            "give SESSION_SQLALCHEMY a file (sqlite:///path/sessions.db) or use "
-            "SESSION_TYPE='memory'")
+    in_memory = is_in_memory_sqlite(parsed)
+    if in_memory:
+        logger.warning(
+            "sessions are kept in an in-memory SQLite database (%s): they are lost when the "
+            "process ends and not shared with other worker processes; give "
+            "SESSION_SQLALCHEMY a file (sqlite:///sessions.db) to keep them",
+            parsed.render_as_string())
     # No pool_pre_ping: it costs a round trip per request; dead connections are retried
     # once instead (_retry_on_disconnect).
     options: dict[str, Any] = {"hide_parameters": True}
@@ -611,6 +712,11 @@ def engine_from_url(url: str | sa.URL, *, timeout: float = DEFAULT_TIMEOUT) -> s
     for argument in _OPERATION_TIMEOUT_ARGUMENTS.get(driver, ()):
         if argument not in parsed.query:
             connect_args[argument] = max(1, math.ceil(timeout))
+    if in_memory:
+        # The database lives inside one connection: every thread shares it, as
+        # Flask-SQLAlchemy does it; the store takes turns on it (_shares_one_connection).
+        connect_args["check_same_thread"] = False
+        options["poolclass"] = sa.pool.StaticPool
     if connect_args:
         options["connect_args"] = connect_args
     if backend in _AUTOCOMMIT_DIALECTS:
@@ -627,7 +733,7 @@ def engine_from_url(url: str | sa.URL, *, timeout: float = DEFAULT_TIMEOUT) -> s
     if backend in _AUTOCOMMIT_DIALECTS:
         _AUTOCOMMIT_ENGINES.add(engine)
     _fresh_pool_after_fork(engine)
-    if backend == "sqlite":
+    if backend == "sqlite" and not in_memory:
         _create_sqlite_file(parsed)
         _use_wal(engine, timeout)
     if driver in _WATCHED_DRIVERS:
