@@ -9,6 +9,7 @@ import errors.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import sys
@@ -17,9 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from common import (
+    DYNAMODB_REGION,
+    DYNAMODB_TABLE,
     ENV_VARIANT,
+    FS_DYNAMODB_TABLE,
     MARIADB_TABLE,
     POSTGRES_TABLE,
+    RAW_DYNAMODB_TABLE,
     RAW_POSTGRES_TABLE,
     READ_BODY,
     REDIS_HOST,
@@ -73,6 +78,44 @@ def redis_cluster_client(settings: BenchSettings) -> Any:
         raise RuntimeError("no Redis Cluster ports in BenchSettings (start it via run.py)")
     nodes = [ClusterNode(REDIS_HOST, port) for port in settings.redis_cluster_ports]
     return RedisCluster(startup_nodes=nodes)
+
+
+def cachelib_redis(settings: BenchSettings, prefix: str) -> Any:
+    """A cachelib RedisCache on the run's Redis DB, its keys under the run's prefix (so the
+    runner deletes them); the client has timeouts, as sessionkeeper's docs ask."""
+    import redis
+    from cachelib.redis import RedisCache
+
+    client = redis.Redis(host=REDIS_HOST, port=settings.redis_port, db=settings.redis_db,
+                         socket_timeout=5, socket_connect_timeout=5)
+    return RedisCache(host=client, key_prefix=f"{settings.key_prefix}{prefix}")
+
+
+def dynamodb_endpoint(settings: BenchSettings) -> dict[str, Any]:
+    """boto3 arguments for the run's private dynalite: dummy credentials, explicit region
+    and timeouts, at most one retry (so nothing here can reach AWS or hang a worker)."""
+    from botocore.config import Config
+
+    if not settings.dynamodb_port:
+        raise RuntimeError("no dynalite port in BenchSettings (start it via run.py)")
+    return {
+        "endpoint_url": f"http://127.0.0.1:{settings.dynamodb_port}",
+        "region_name": DYNAMODB_REGION,
+        "aws_access_key_id": "dummy",
+        "aws_secret_access_key": "dummy",
+        "config": Config(connect_timeout=5, read_timeout=5,
+                         retries={"total_max_attempts": 2, "mode": "standard"}),
+    }
+
+
+def dynamodb_client(app: Flask, settings: BenchSettings) -> Any:
+    """A low-level DynamoDB client whose requests this worker counts."""
+    import boto3
+    from workercounters import install_botocore_counter
+
+    client = boto3.client("dynamodb", **dynamodb_endpoint(settings))
+    install_botocore_counter(app.extensions["bench_counters"], client)
+    return client
 
 
 def data_path(settings: BenchSettings, name: str) -> str:
@@ -215,6 +258,35 @@ def configure_raw_postgresql(app: Flask, settings: BenchSettings) -> None:
     install_raw_routes(app, load, save)
 
 
+def configure_raw_dynamodb(app: Flask, settings: BenchSettings) -> None:
+    """The DynamoDB ceiling: one GetItem per /read, GetItem + UpdateItem per /write, on
+    the same kind of client sk-dynamodb gets (strongly consistent reads, as its loads)."""
+    configure_plain(app, settings)
+    client = dynamodb_client(app, settings)
+    # The prepare step creates it before the workers start; they find it there.
+    with contextlib.suppress(client.exceptions.ResourceInUseException):
+        client.create_table(
+            TableName=RAW_DYNAMODB_TABLE,
+            AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+            KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
+
+    def load(entry_id: str) -> bytes | None:
+        item = client.get_item(TableName=RAW_DYNAMODB_TABLE, Key={"id": {"S": entry_id}},
+                               ConsistentRead=True).get("Item")
+        return bytes(item["data"]["B"]) if item is not None else None
+
+    def save(entry_id: str, value: bytes) -> None:
+        # UpdateItem creates the item too, so /login's fresh id needs no other call.
+        client.update_item(TableName=RAW_DYNAMODB_TABLE, Key={"id": {"S": entry_id}},
+                           UpdateExpression="SET #d = :v",
+                           ExpressionAttributeNames={"#d": "data"},
+                           ExpressionAttributeValues={":v": {"B": value}})
+
+    install_raw_routes(app, load, save)
+
+
 def configure_flask_cookie(app: Flask, settings: BenchSettings) -> None:
     pass  # Flask's built-in signed-cookie session needs only SECRET_KEY
 
@@ -263,6 +335,25 @@ def configure_fs_filesystem(app: Flask, settings: BenchSettings) -> None:
     init_flask_session(app)
 
 
+def configure_fs_cachelib(app: Flask, settings: BenchSettings) -> None:
+    app.config["SESSION_TYPE"] = "cachelib"
+    app.config["SESSION_CACHELIB"] = cachelib_redis(settings, "fs-cachelib:")
+    init_flask_session(app)
+
+
+def configure_fs_dynamodb(app: Flask, settings: BenchSettings) -> None:
+    """Flask-Session 0.8 wants a boto3 resource; it creates its table when missing."""
+    import boto3
+    from workercounters import install_botocore_counter
+
+    resource = boto3.resource("dynamodb", **dynamodb_endpoint(settings))
+    install_botocore_counter(app.extensions["bench_counters"], resource.meta.client)
+    app.config["SESSION_TYPE"] = "dynamodb"
+    app.config["SESSION_DYNAMODB"] = resource
+    app.config["SESSION_DYNAMODB_TABLE"] = FS_DYNAMODB_TABLE
+    init_flask_session(app)
+
+
 def init_sessionkeeper(app: Flask) -> None:
     from sessionkeeper.flask import Session
 
@@ -277,6 +368,25 @@ def configure_sk_sqlite(app: Flask, settings: BenchSettings) -> None:
 
 def configure_sk_cookie(app: Flask, settings: BenchSettings) -> None:
     app.config["SESSION_TYPE"] = "cookie"
+    init_sessionkeeper(app)
+
+
+def configure_sk_cookie_permanent(app: Flask, settings: BenchSettings) -> None:
+    """Permanent cookie sessions, refreshed (re-signed and re-sent) on every request that
+    carries one, as Flask's permanent sessions are (SESSION_REFRESH_FRACTION 0, the
+    cookie store's default)."""
+    app.config["SESSION_TYPE"] = "cookie"
+    app.config["SESSION_PERMANENT"] = True
+    init_sessionkeeper(app)
+
+
+def configure_sk_cookie_throttled(app: Flask, settings: BenchSettings) -> None:
+    """Permanent cookie sessions refreshed at most once per tenth of their lifetime: the
+    lazy mode. (With the default browser-session cookies, as in sk-cookie, there is no
+    expiry to refresh, so the fraction would change nothing.)"""
+    app.config["SESSION_TYPE"] = "cookie"
+    app.config["SESSION_PERMANENT"] = True
+    app.config["SESSION_REFRESH_FRACTION"] = 0.1
     init_sessionkeeper(app)
 
 
@@ -333,6 +443,31 @@ def configure_sk_sqlalchemy_sqlite(app: Flask, settings: BenchSettings) -> None:
                "sqlite:///" + data_path(settings, "sk-sqlalchemy.sqlite3"))
 
 
+def configure_sk_cachelib(app: Flask, settings: BenchSettings) -> None:
+    app.config["SESSION_TYPE"] = "cachelib"
+    app.config["SESSION_CACHELIB"] = cachelib_redis(settings, "sk-cachelib:")
+    init_sessionkeeper(app)
+
+
+def configure_sk_cachelib_files(app: Flask, settings: BenchSettings) -> None:
+    from cachelib.file import FileSystemCache
+
+    # threshold=0, as sessionkeeper's docs ask: its default 500 deletes live sessions.
+    app.config["SESSION_TYPE"] = "cachelib"
+    app.config["SESSION_CACHELIB"] = FileSystemCache(
+        data_path(settings, "sk-cachelib-files"), threshold=0, mode=0o600
+    )
+    init_sessionkeeper(app)
+
+
+def configure_sk_dynamodb(app: Flask, settings: BenchSettings) -> None:
+    app.config["SESSION_TYPE"] = "dynamodb"
+    app.config["SESSION_DYNAMODB"] = dynamodb_client(app, settings)
+    app.config["SESSION_DYNAMODB_TABLE"] = DYNAMODB_TABLE
+    app.config["SESSION_KEY_PREFIX"] = f"{settings.key_prefix}sk:"
+    init_sessionkeeper(app)
+
+
 Configurer = Callable[[Flask, BenchSettings], None]
 
 CONFIGURERS: dict[str, Configurer] = {
@@ -341,12 +476,17 @@ CONFIGURERS: dict[str, Configurer] = {
     "raw-redis": configure_raw_redis,
     "raw-memcached": configure_raw_memcached,
     "raw-postgresql": configure_raw_postgresql,
+    "raw-dynamodb": configure_raw_dynamodb,
     "fs-redis": configure_fs_redis,
     "fs-memcached": configure_fs_memcached,
     "fs-sqlalchemy-sqlite": configure_fs_sqlalchemy_sqlite,
     "fs-filesystem": configure_fs_filesystem,
+    "fs-cachelib": configure_fs_cachelib,
+    "fs-dynamodb": configure_fs_dynamodb,
     "sk-sqlite": configure_sk_sqlite,
     "sk-cookie": configure_sk_cookie,
+    "sk-cookie-permanent": configure_sk_cookie_permanent,
+    "sk-cookie-throttled": configure_sk_cookie_throttled,
     "sk-redis": configure_sk_redis,
     "sk-redis-cluster": configure_sk_redis_cluster,
     "sk-memcached": configure_sk_memcached,
@@ -354,6 +494,9 @@ CONFIGURERS: dict[str, Configurer] = {
     "sk-postgresql": configure_sk_postgresql,
     "sk-mariadb": configure_sk_mariadb,
     "sk-sqlalchemy-sqlite": configure_sk_sqlalchemy_sqlite,
+    "sk-cachelib": configure_sk_cachelib,
+    "sk-cachelib-files": configure_sk_cachelib_files,
+    "sk-dynamodb": configure_sk_dynamodb,
 }
 
 

@@ -28,12 +28,17 @@ VARIANTS: tuple[str, ...] = (
     "raw-redis",
     "raw-memcached",
     "raw-postgresql",
+    "raw-dynamodb",
     "fs-redis",
     "fs-memcached",
     "fs-sqlalchemy-sqlite",
     "fs-filesystem",
+    "fs-cachelib",
+    "fs-dynamodb",
     "sk-sqlite",
     "sk-cookie",
+    "sk-cookie-permanent",
+    "sk-cookie-throttled",
     "sk-redis",
     "sk-redis-cluster",
     "sk-memcached",
@@ -41,6 +46,9 @@ VARIANTS: tuple[str, ...] = (
     "sk-postgresql",
     "sk-mariadb",
     "sk-sqlalchemy-sqlite",
+    "sk-cachelib",
+    "sk-cachelib-files",
+    "sk-dynamodb",
 )
 
 # Which server-side counter measures each variant's store traffic.
@@ -50,12 +58,17 @@ STORE_OF_VARIANT: dict[str, str] = {
     "raw-redis": "redis",
     "raw-memcached": "memcached",
     "raw-postgresql": "sql",
+    "raw-dynamodb": "dynamodb",
     "fs-redis": "redis",
     "fs-memcached": "memcached",
     "fs-sqlalchemy-sqlite": "sql",
     "fs-filesystem": "none",
+    "fs-cachelib": "redis",
+    "fs-dynamodb": "dynamodb",
     "sk-sqlite": "sql",
     "sk-cookie": "none",
+    "sk-cookie-permanent": "none",
+    "sk-cookie-throttled": "none",
     "sk-redis": "redis",
     "sk-redis-cluster": "redis-cluster",
     "sk-memcached": "memcached",
@@ -63,6 +76,9 @@ STORE_OF_VARIANT: dict[str, str] = {
     "sk-postgresql": "sql",
     "sk-mariadb": "sql",
     "sk-sqlalchemy-sqlite": "sql",
+    "sk-cachelib": "redis",
+    "sk-cachelib-files": "none",
+    "sk-dynamodb": "dynamodb",
 }
 
 # Variants that need a shared database server; run.py checks it answers before the run.
@@ -84,6 +100,14 @@ MARIADB_PORT = 3306
 MARIADB_URL = f"mysql+pymysql://root@{MARIADB_HOST}:{MARIADB_PORT}/test"
 # sk-mariadb's own table in MariaDB's DB `test`, dropped after the run.
 MARIADB_TABLE = "sessionkeeper_bench_mariadb"
+# dynalite (a DynamoDB-compatible server on Node.js, from npm), where .ci/dynalite.sh puts
+# it; the runner starts a private one in memory, so its tables vanish when it stops.
+DYNALITE_BINARY = "/opt/sessionkeeper-node/node_modules/.bin/dynalite"
+DYNALITE_INSTALL = ".ci/dynalite.sh, or npm install --prefix /opt/sessionkeeper-node dynalite@4"
+DYNAMODB_REGION = "us-east-1"  # any region: the endpoint is dynalite, never AWS
+DYNAMODB_TABLE = "sessionkeeper_bench"  # sk-dynamodb's table
+FS_DYNAMODB_TABLE = "flask_session_bench"  # fs-dynamodb's table
+RAW_DYNAMODB_TABLE = "sessionkeeper_bench_raw"  # raw-dynamodb: one item per client
 
 # The two keys /login stores and /read returns; /read's body must equal this.
 SESSION_USER = "alice"
@@ -108,6 +132,7 @@ class BenchSettings:
     redis_cluster_ports: tuple[int, ...] = ()
     postgres_url: str = POSTGRES_URL
     mariadb_url: str = MARIADB_URL
+    dynamodb_port: int = 0  # the private dynalite's port; 0: not started
 
     def to_env(self) -> str:
         return json.dumps(asdict(self))

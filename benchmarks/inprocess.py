@@ -27,13 +27,35 @@ import secrets
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass
 from typing import Any
 
-from common import BENCH_DIR, REDIS_PORT, SRC_DIR, BenchSettings, subprocess_env
+from common import (
+    BENCH_DIR,
+    REDIS_PORT,
+    SRC_DIR,
+    STORE_OF_VARIANT,
+    BenchSettings,
+    subprocess_env,
+)
 
 #: routes whose first response must be 200 with a live session
 ROUTES = ("/ping", "/read", "/write")
 ENV_MEMCACHED_PORT = "BENCH_INPROCESS_MEMCACHED_PORT"
+ENV_DYNAMODB_PORT = "BENCH_INPROCESS_DYNAMODB_PORT"
+
+
+@dataclass(frozen=True)
+class StorePorts:
+    """Running store servers on 127.0.0.1 (0: none) for the variants that need one."""
+
+    memcached: int
+    redis: int
+    dynamodb: int
+
+    def argv(self) -> list[str]:
+        return ["--memcached-port", str(self.memcached), "--redis-port", str(self.redis),
+                "--dynamodb-port", str(self.dynamodb)]
 
 
 def build_call(variant: str, route: str, settings: BenchSettings) -> Any:
@@ -49,13 +71,12 @@ def build_call(variant: str, route: str, settings: BenchSettings) -> Any:
     return call
 
 
-def run_loop(variant: str, route: str, calls: int, profile: bool, memcached_port: int,
-             redis_port: int) -> None:
+def run_loop(variant: str, route: str, calls: int, profile: bool, ports: StorePorts) -> None:
     with tempfile.TemporaryDirectory(prefix="sk-inprocess-") as tmp:
         settings = BenchSettings(
             key_prefix=f"bench-inprocess-{secrets.token_hex(4)}:",
-            data_dir=tmp, counter_dir=tmp, memcached_port=memcached_port,
-            redis_port=redis_port,
+            data_dir=tmp, counter_dir=tmp, memcached_port=ports.memcached,
+            redis_port=ports.redis, dynamodb_port=ports.dynamodb,
         )
         call = build_call(variant, route, settings)
         for _ in range(50):  # warm pools, caches and lazily built objects
@@ -79,23 +100,21 @@ def run_loop(variant: str, route: str, calls: int, profile: bool, memcached_port
                 for _ in range(calls):
                     call()
         finally:
-            if "redis" in variant:
+            if STORE_OF_VARIANT.get(variant) == "redis":  # sk-/fs-cachelib too
                 from app import redis_client
                 from stores import delete_redis_prefix
 
                 delete_redis_prefix(redis_client(settings), settings.key_prefix)
 
 
-def instructions(variant: str, route: str, calls: int, memcached_port: int,
-                 redis_port: int, src: str) -> float:
+def instructions(variant: str, route: str, calls: int, ports: StorePorts, src: str) -> float:
     """Instructions per request: callgrind totals of 2N and N calls, differenced."""
     totals = []
     for n in (calls, 2 * calls):
         proc = subprocess.run(
             ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
              sys.executable, str(BENCH_DIR / "inprocess.py"), variant, route,
-             "--calls", str(n), "--memcached-port", str(memcached_port),
-             "--redis-port", str(redis_port), "--src", src],
+             "--calls", str(n), *ports.argv(), "--src", src],
             env=subprocess_env({"PYTHONHASHSEED": "0"}), capture_output=True, text=True,
             check=False,
         )
@@ -120,19 +139,22 @@ def main(argv: list[str] | None = None) -> int:
                         help="a running memcached for sk-/fs-memcached")
     parser.add_argument("--redis-port", type=int, default=REDIS_PORT,
                         help="Redis on 127.0.0.1 for the redis variants (DB 9)")
+    parser.add_argument("--dynamodb-port", type=int,
+                        default=int(os.environ.get(ENV_DYNAMODB_PORT, "0")),
+                        help="a running dynalite on 127.0.0.1 for the dynamodb variants "
+                             "(its tables are left in it)")
     parser.add_argument("--src", default=str(SRC_DIR),
                         help="the sessionkeeper source tree to measure (default: this "
                              "checkout's src/); e.g. an older commit's, extracted with "
                              "`git archive <commit> src | tar -x -C DIR`, for before/after")
     args = parser.parse_args(argv)
     sys.path.insert(0, args.src)
+    ports = StorePorts(args.memcached_port, args.redis_port, args.dynamodb_port)
     if args.instructions:
-        per_call = instructions(args.variant, args.route, args.calls, args.memcached_port,
-                                args.redis_port, args.src)
+        per_call = instructions(args.variant, args.route, args.calls, ports, args.src)
         print(f"{args.variant} {args.route}: {per_call:,.0f} instructions per request")
         return 0
-    run_loop(args.variant, args.route, args.calls, args.profile, args.memcached_port,
-             args.redis_port)
+    run_loop(args.variant, args.route, args.calls, args.profile, ports)
     return 0
 
 

@@ -14,13 +14,17 @@ STORE_LABELS = {
     "redis-cluster": "Redis commands (INFO commandstats, summed over the cluster's nodes)",
     "memcached": "memcached commands (stats)",
     "sql": "SQL statements (driver-side counter)",
+    "dynamodb": "DynamoDB requests (client-side counter, per HTTP request sent)",
 }
 NO_STORE_NOTE = {
     "plain": "no session",
     "flask-cookie": "cookie only",
     "sk-cookie": "cookie only",
+    "sk-cookie-permanent": "cookie only",
+    "sk-cookie-throttled": "cookie only",
     "fs-filesystem": "files (not counted)",
     "sk-filesystem": "files (not counted)",
+    "sk-cachelib-files": "files (not counted)",
 }
 
 
@@ -259,8 +263,25 @@ METHOD_NOTES = """
 - `raw-*` rows are ceilings: the same app with no session layer, doing only the
   store round trips a session cannot avoid (`/read`: one Redis `GET`, one memcached
   `get` on a `no_delay` client, or one primary-key `SELECT` on an autocommit psycopg2
-  connection per worker; `/write`: that read plus one `SET`/`set`/`UPDATE`). A
-  ceiling's ratio is the most any variant on that store can reach on this machine.
+  connection per worker, or one strongly consistent `GetItem`; `/write`: that read
+  plus one `SET`/`set`/`UPDATE`/`UpdateItem`). A ceiling's ratio is the most any
+  variant on that store can reach on this machine.
+- Cookie variants: `flask-cookie` and `sk-cookie` keep Flask's default
+  browser-session cookies, which a request that only reads never re-sends.
+  `sk-cookie-permanent` makes sessions permanent and re-signs the cookie on every
+  request that carries one, as Flask does for permanent sessions (the cookie store's
+  default `SESSION_REFRESH_FRACTION = 0`); `sk-cookie-throttled` does so at most once
+  per tenth of the lifetime (`SESSION_REFRESH_FRACTION = 0.1`).
+- cachelib variants: `fs-cachelib` (Flask-Session's `cachelib` type) and
+  `sk-cachelib` use one cachelib `RedisCache` each on the same Redis DB (its
+  commands counted like the Redis variants'); `sk-cachelib-files` uses a
+  `FileSystemCache(threshold=0)`, beside `fs-filesystem`'s `FileSystemCache`.
+- DynamoDB variants run against a private dynalite (a DynamoDB-compatible server
+  on Node.js, tables in memory) started for the run: these rows measure the
+  client and session layer against a local server, not AWS latency.
+  `sk-dynamodb` and `raw-dynamodb` get the same boto3 client (dummy credentials,
+  at most one retry); `fs-dynamodb` a boto3 resource with the same settings, as
+  Flask-Session 0.8 requires.
 - Flask-Session 0.8 and sessionkeeper run with default options (Flask-Session:
   permanent sessions, stored again on every request). Flask-Session's memcached
   client is pymemcache with its defaults (no TCP_NODELAY, `noreply` sets), as
@@ -288,6 +309,9 @@ METHOD_NOTES = """
   which pymysql sends on each call, autocommit or not) into a memory-mapped file
   the runner sums. `pg_stat_statements` is not loaded on this server and
   `pg_stat_database` is flushed lazily, so neither can be cut per wrk run.
+  DynamoDB: dynalite keeps no statistics, so each worker counts the HTTP requests
+  its botocore client sends (botocore's `before-send` event, once per attempt, so
+  a retry counts as another round trip), by operation, into the same files.
   Filesystem variants do no network I/O and are not counted.
 """
 

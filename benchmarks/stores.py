@@ -7,6 +7,8 @@ snapshot taken before a wrk run from one taken after it.
 from __future__ import annotations
 
 import ctypes
+import json
+import os
 import shutil
 import signal
 import subprocess
@@ -15,9 +17,10 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from common import free_port
+from common import DYNALITE_BINARY, DYNALITE_INSTALL, DYNAMODB_REGION, free_port
 from workercounters import read_counter_dir
 
 # memcached `stats` fields that count client commands; delete and cas are summed
@@ -38,16 +41,20 @@ REDIS_IGNORED_COMMANDS = frozenset({"info"})
 class ChildServer:
     """A store server child process on a spare loopback port, owned by this run."""
 
-    def __init__(self, name: str, argv: list[str], port: int, ping: Callable[[], object]):
+    def __init__(self, name: str, argv: list[str], port: int, ping: Callable[[], object],
+                 start_timeout_s: float = 10.0):
         self.name = name
         self.port = port
         self._argv = argv
         self._ping = ping
+        self._start_timeout_s = start_timeout_s
         self._proc: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout_s: float = 10.0) -> None:
+    def start(self, timeout_s: float | None = None) -> None:
+        timeout_s = self._start_timeout_s if timeout_s is None else timeout_s
         self._proc = subprocess.Popen(
-            self._argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            self._argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent,  # no stray server if the runner is killed
         )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -88,6 +95,45 @@ def redis_server() -> ChildServer:
     argv += ["--save", "", "--appendonly", "no", "--databases", "16"]
     client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=1)
     return ChildServer("redis-server", argv, port, client.ping)
+
+
+def dynalite_binary() -> str:
+    """dynalite where .ci/dynalite.sh installs it, else on PATH; RuntimeError if neither."""
+    if os.access(DYNALITE_BINARY, os.X_OK):
+        return DYNALITE_BINARY
+    found = shutil.which("dynalite")
+    if found is None:
+        raise RuntimeError(f"dynalite is not installed: run {DYNALITE_INSTALL}")
+    return found
+
+
+def dynalite_version(binary: str) -> str:
+    """The installed dynalite's version, from the package.json beside its cli.js."""
+    package = Path(binary).resolve().parent / "package.json"
+    try:
+        return str(json.loads(package.read_text())["version"])
+    except (OSError, ValueError, KeyError):
+        return "unknown"
+
+
+def dynalite_server() -> ChildServer:
+    """A throw-away dynalite (DynamoDB-compatible, on Node.js) keeping its tables in
+    memory: nothing is written to disk and nothing is left when it stops. Tables are
+    ACTIVE at once (AWS takes seconds; the stores wait for that, the run need not)."""
+    import boto3
+    from botocore.config import Config
+
+    binary = dynalite_binary()
+    port = free_port()
+    argv = [binary, "--host", "127.0.0.1", "--port", str(port), "--createTableMs", "0",
+            "--deleteTableMs", "0", "--updateTableMs", "0"]
+    client = boto3.client(
+        "dynamodb", endpoint_url=f"http://127.0.0.1:{port}", region_name=DYNAMODB_REGION,
+        aws_access_key_id="dummy", aws_secret_access_key="dummy",
+        config=Config(connect_timeout=1, read_timeout=2, retries={"total_max_attempts": 1}),
+    )
+    # Node.js takes a second or more to start on a busy machine.
+    return ChildServer("dynalite", argv, port, client.list_tables, start_timeout_s=30.0)
 
 
 # The kernel kills the cluster nodes if the runner itself is killed (no finally runs then).

@@ -6,7 +6,9 @@ callback, which also reports the BEGIN/COMMIT the sqlite3 module issues
 itself; PostgreSQL: a psycopg2 connection/cursor subclass counting every
 execute plus the implicit BEGIN and real COMMIT/ROLLBACK round trips;
 MariaDB: a pymysql connection subclass counting every query it sends plus
-each BEGIN/COMMIT/ROLLBACK, which pymysql sends on every call).
+each BEGIN/COMMIT/ROLLBACK, which pymysql sends on every call), and for
+DynamoDB variants the HTTP requests their botocore client sends, per operation
+(dynalite keeps no per-operation statistics).
 Counts live in a small per-worker file mapped into memory, so counting costs
 one integer increment and the runner can sum the files at any time without
 talking to the workers.
@@ -30,8 +32,20 @@ SQL_KINDS: tuple[str, ...] = (
     "rollback",
     "other",
 )
+DYNAMODB_OPERATIONS: tuple[str, ...] = (
+    "GetItem",
+    "PutItem",
+    "UpdateItem",
+    "DeleteItem",
+    "Query",
+    "other",
+)
 # Slot names double as the runner's counter keys ("<store>:<counter>").
-SLOTS: tuple[str, ...] = ("app:requests", *(f"sql:{kind}" for kind in SQL_KINDS))
+SLOTS: tuple[str, ...] = (
+    "app:requests",
+    *(f"sql:{kind}" for kind in SQL_KINDS),
+    *(f"dynamodb:{operation}" for operation in DYNAMODB_OPERATIONS),
+)
 _INDEX = {name: i for i, name in enumerate(SLOTS)}
 _SLOT_BYTES = 8
 _FILE_GLOB = "counters-*.bin"
@@ -67,6 +81,10 @@ class WorkerCounters:
 
     def count_statement(self, statement: Any) -> None:
         self._slots[_INDEX[classify(statement)]] += 1
+
+    def count_dynamodb(self, operation: str) -> None:
+        index = _INDEX.get(f"dynamodb:{operation}", _INDEX["dynamodb:other"])
+        self._slots[index] += 1
 
 
 def read_counter_dir(counter_dir: str) -> dict[str, int]:
@@ -205,3 +223,16 @@ def install_pymysql_counter(counter: WorkerCounters) -> None:
 
     # SQLAlchemy's pymysql dialect calls `pymysql.connect`, an alias of the class.
     pymysql.connect = pymysql.Connect = CountingConnection  # type: ignore[misc]
+
+
+def install_botocore_counter(counter: WorkerCounters, client: Any) -> None:
+    """Count every HTTP request a botocore DynamoDB client sends, by operation.
+
+    `before-send` fires once per attempt, so a retried call counts each round trip.
+    `client` is a low-level client (a boto3 resource's is `resource.meta.client`).
+    """
+
+    def count(event_name: str, **_: Any) -> None:
+        counter.count_dynamodb(event_name.rsplit(".", 1)[-1])
+
+    client.meta.events.register("before-send.dynamodb", count)
