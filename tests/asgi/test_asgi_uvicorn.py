@@ -42,15 +42,17 @@ def _die_with_test_process() -> None:
 
 
 @contextmanager
-def uvicorn(settings: dict[str, str], log_path: Path, workers: int = 2) -> Iterator[str]:
-    """Serve tests/asgi/asgi_app.py on a free loopback port; yields its base URL."""
+def uvicorn(settings: dict[str, str], log_path: Path, workers: int = 2,
+            target: str = "asgi_app:app") -> Iterator[str]:
+    """Serve ``target`` of tests/asgi/ (asgi_app.py's app) on a free loopback port;
+    yields its base URL."""
     require(subprocess.run([sys.executable, "-m", "uvicorn", "--version"],
                            capture_output=True).returncode == 0, "uvicorn")
     env = {k: v for k, v in os.environ.items() if not k.startswith("SK_")}
     env.update(settings, SK_SECRET_KEY=os.urandom(16).hex(), PYTHONUNBUFFERED="1")
     with log_path.open("wb") as log:
         server = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "asgi_app:app", "--app-dir", str(APP_DIR),
+            [sys.executable, "-m", "uvicorn", target, "--app-dir", str(APP_DIR),
              "--host", "127.0.0.1", "--port", "0", "--workers", str(workers),
              "--no-access-log", "--timeout-graceful-shutdown", "5"],
             env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
