@@ -22,6 +22,7 @@ from ..server_side import DEFAULT_ROTATION_GRACE, ServerSideSessions
 from ..stores.base import SessionStore
 from .cookie import StarletteCookies
 from .session import Session
+from .sockets import SocketSessions
 from .stores import server_sessions, store_from
 from .threads import DEFAULT_STORE_THREADS, StoreThreads
 
@@ -89,6 +90,7 @@ class SessionMiddleware:
                 max_age=max_age, codec=codec, key_prefix=key_prefix,
                 rotation_grace=rotation_grace, breaker_seconds=breaker_seconds)
         self.threads = StoreThreads(store_threads)
+        self.sockets = SocketSessions(self.server, self.threads)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -102,6 +104,7 @@ class SessionMiddleware:
             return
         scope["session"] = session
         if scope["type"] == "websocket":
+            session._sockets = self.sockets  # no response to save on: the endpoint saves
             await self.app(scope, receive, send)
             return
         replaced = False  # a 503 went out in place of the app's response
