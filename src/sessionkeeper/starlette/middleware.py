@@ -19,7 +19,6 @@ from ..backend import CookieUpdate, logger
 from ..errors import StoreUnavailable
 from ..serialization import ValueCodec
 from ..server_side import DEFAULT_ROTATION_GRACE, ServerSideSessions
-from ..stores.base import SessionStore
 from .cookie import StarletteCookies
 from .session import Session
 from .sockets import SocketSessions
@@ -57,7 +56,7 @@ class SessionMiddleware:
         domain: str | None = None,
         partitioned: bool = False,
         *,
-        store: str | SessionStore | None = None,
+        store: object = None,  # a URL, a client object or a SessionStore: see stores.py
         secret_key_fallbacks: Iterable[object] = (),
         key_prefix: str = "session:",
         rotation_grace: float = DEFAULT_ROTATION_GRACE,

@@ -1,36 +1,53 @@
-"""``store=``: a URL or a store instance, made into the core's server-side backend.
+"""``store=``: a URL or a client object, made into the core's server-side backend.
 
-Nothing here talks to the store: a URL builds a client that connects on first use, so
-an app starts (and serves requests that carry no session) while its store is down.
+``memory://``, ``sqlite:///`` and ``redis://`` URLs build a client that connects on first
+use, so an app starts (and serves requests that carry no session) while its store is
+down. The other stores are built as the Flask extension builds them from its
+``SESSION_*`` settings (one code path for both), and checked at start-up as there: that
+is when their tables, indexes or directory are created, and a store that cannot be
+reached stops the app with a message saying so.
 """
 
 from __future__ import annotations
 
 import hashlib
-from urllib.parse import unquote, urlsplit
+import os
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from ..breaker import CircuitBreaker, GuardedStore
 from ..errors import ConfigurationError
+from ..factory import build_store
 from ..ids import SessionIds
 from ..policy import ExpiryPolicy
 from ..serialization import ValueCodec
 from ..server_side import DEFAULT_ROTATION_GRACE, ServerSideSessions
+from ..settings import Settings
 from ..stores.base import SessionStore
 from .session import Session
 
 #: the record's lifetime when ``max_age=None`` (a browser-session cookie): Starlette's default
 BROWSER_SESSION_LIFETIME = 14 * 24 * 60 * 60
-ACCEPTED = ("store= takes 'memory://', 'sqlite:///relative/path.db', "
-            "'sqlite:////absolute/path.db', 'redis://host:port/db' (rediss://, unix:// too) "
-            "or a sessionkeeper SessionStore instance")
+ACCEPTED = (
+    "store= takes a URL: 'memory://', 'sqlite:///relative/path.db', "
+    "'sqlite:////absolute/path.db', 'redis://host:port/db' (rediss://, unix:// too), "
+    "'memcached://host:port[,host:port...]', 'file:///absolute/directory', "
+    "'mongodb://...' (mongodb+srv://), 'dynamodb://host:port[?table=Name&region=r]' "
+    "(a local DynamoDB-compatible server), an SQLAlchemy URL ('postgresql+psycopg2://...', "
+    "'mysql+pymysql://...', 'sqlite+pysqlite:///...'); or a client object: redis.Redis or "
+    "RedisCluster, a pymemcache client, an SQLAlchemy Engine, a pymongo MongoClient, a boto3 "
+    "DynamoDB client or resource, a cachelib cache; or a sessionkeeper SessionStore")
+#: schemes SQLAlchemy URLs start with when they name no driver
+_SQL_SCHEMES = ("postgresql", "mysql", "mariadb", "oracle", "mssql")
 
 
-def store_from(spec: str | SessionStore, *, codec: ValueCodec, key_prefix: str) -> SessionStore:
+def store_from(spec: Any, *, codec: ValueCodec, key_prefix: str) -> SessionStore:
     """The store ``spec`` names (a store instance is used as it is)."""
     if isinstance(spec, SessionStore):
         return spec
     if not isinstance(spec, str):
-        raise ConfigurationError(f"{ACCEPTED}; got a {type(spec).__qualname__}")
+        session_type, setting = _client_kind(spec)
+        return _configured(session_type, {setting: spec}, codec, key_prefix)
     scheme, sep, _ = spec.partition("://")
     scheme = scheme.lower() if sep else ""
     if scheme == "memory":
@@ -41,7 +58,75 @@ def store_from(spec: str | SessionStore, *, codec: ValueCodec, key_prefix: str) 
         return _sqlite(spec, codec, key_prefix)
     if scheme in ("redis", "rediss", "unix"):
         return _redis(spec, key_prefix)
+    if scheme == "memcached":
+        servers = [part for part in urlsplit(spec).netloc.split(",") if part]
+        if not servers:
+            raise ConfigurationError(f"{spec!r}: name the servers, memcached://host:port")
+        return _configured("memcached", {"SESSION_MEMCACHED": servers}, codec, key_prefix)
+    if scheme == "file":
+        parts = urlsplit(spec)
+        directory = unquote(parts.path)
+        if parts.netloc not in ("", "localhost") or not directory.startswith("/"):
+            raise ConfigurationError(f"{spec!r}: give an absolute directory, file:///path")
+        return _configured("filesystem", {"SESSION_FILE_DIR": directory}, codec, key_prefix)
+    if scheme in ("mongodb", "mongodb+srv"):
+        return _configured("mongodb", {"SESSION_MONGODB": spec}, codec, key_prefix)
+    if scheme == "dynamodb":
+        return _dynamodb(spec, codec, key_prefix)
+    if "+" in scheme or scheme in _SQL_SCHEMES:
+        return _configured("sqlalchemy", {"SESSION_SQLALCHEMY": spec}, codec, key_prefix)
     raise ConfigurationError(f"{ACCEPTED}; got {spec!r}")
+
+
+def _client_kind(client: object) -> tuple[str, str]:
+    """The SESSION_TYPE and setting a client object of a store's driver goes in."""
+    module = type(client).__module__.split(".")[0]
+    if module == "redis":
+        return "redis", "SESSION_REDIS"
+    if module == "pymemcache":
+        return "memcached", "SESSION_MEMCACHED"
+    if module == "sqlalchemy":
+        return "sqlalchemy", "SESSION_SQLALCHEMY"
+    if module == "pymongo":
+        return "mongodb", "SESSION_MONGODB"
+    if module in ("botocore", "boto3"):
+        return "dynamodb", "SESSION_DYNAMODB"
+    if module == "cachelib":
+        return "cachelib", "SESSION_CACHELIB"
+    raise ConfigurationError(f"{ACCEPTED}; got a {type(client).__qualname__}")
+
+
+def _configured(session_type: str, config: dict[str, Any], codec: ValueCodec,
+                key_prefix: str) -> SessionStore:
+    """The store the Flask extension builds for these settings, checked as there."""
+    settings = Settings.from_mapping(
+        {"SESSION_TYPE": session_type, "SESSION_KEY_PREFIX": key_prefix, **config})
+    return build_store(settings, codec)
+
+
+def _dynamodb(url: str, codec: ValueCodec, key_prefix: str) -> SessionStore:
+    parts = urlsplit(url)
+    if not parts.netloc:
+        raise ConfigurationError(
+            f"{url!r}: name the server, dynamodb://host:port; for AWS pass a boto3 "
+            "DynamoDB client as store=")
+    try:
+        import boto3
+
+        from ..stores.dynamodb_client import DEFAULT_TIMEOUT, client_config
+    except ImportError as exc:
+        raise ConfigurationError(f"store={url!r} needs boto3 ({exc}): "
+                                 "pip install 'sessionkeeper[dynamodb]'") from exc
+    query = parse_qs(parts.query)
+    # A local server takes any region; credentials come from the environment, as boto3's.
+    region = (query.get("region") or [None])[0] or os.environ.get(
+        "AWS_REGION", os.environ.get("AWS_DEFAULT_REGION", "us-east-1"))
+    client = boto3.client("dynamodb", endpoint_url=f"http://{parts.netloc}",
+                          region_name=region, config=client_config(DEFAULT_TIMEOUT))
+    config: dict[str, Any] = {"SESSION_DYNAMODB": client}
+    if query.get("table"):
+        config["SESSION_DYNAMODB_TABLE"] = query["table"][0]
+    return _configured("dynamodb", config, codec, key_prefix)
 
 
 def _sqlite(url: str, codec: ValueCodec, key_prefix: str) -> SessionStore:
