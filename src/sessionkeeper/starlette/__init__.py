@@ -6,7 +6,8 @@
     app.add_middleware(SessionMiddleware, secret_key="...", store="redis://127.0.0.1:6379/0")
 """
 
+from .accounts import AsyncUserSessions, user_sessions
 from .middleware import SessionMiddleware
 from .session import Session
 
-__all__ = ["Session", "SessionMiddleware"]
+__all__ = ["AsyncUserSessions", "Session", "SessionMiddleware", "user_sessions"]

@@ -19,6 +19,7 @@ from ..backend import CookieUpdate, logger
 from ..errors import StoreUnavailable
 from ..serialization import ValueCodec
 from ..server_side import DEFAULT_ROTATION_GRACE, ServerSideSessions
+from .accounts import SCOPE_KEY
 from .cookie import StarletteCookies
 from .session import Session
 from .sockets import SocketSessions
@@ -102,6 +103,7 @@ class SessionMiddleware:
             await _refuse(scope, send)
             return
         scope["session"] = session
+        scope[SCOPE_KEY] = self  # for user_sessions(request)
         if scope["type"] == "websocket":
             session._sockets = self.sockets  # no response to save on: the endpoint saves
             await self.app(scope, receive, send)
