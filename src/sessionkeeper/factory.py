@@ -55,7 +55,9 @@ def memory_store(settings: Settings, codec: ValueCodec) -> SessionStore:
     return MemoryStore()
 
 
-def _factory(session_type: str) -> StoreFactory:
+def store_factory(session_type: str) -> StoreFactory:
+    """The function that builds SESSION_TYPE's store from settings (its module imported;
+    ConfigurationError naming the pip extra when its driver is missing)."""
     target = STORE_FACTORIES[session_type]
     module_name, _, func = target.partition(":")
     try:
@@ -71,7 +73,7 @@ def _factory(session_type: str) -> StoreFactory:
 
 def build_store(settings: Settings, codec: ValueCodec) -> SessionStore:
     """The configured store, checked to be reachable (start-up fails clearly otherwise)."""
-    factory = _factory(settings.session_type)
+    factory = store_factory(settings.session_type)
     try:
         # Some stores reach their server or directory while being built, others in check().
         store = factory(settings, codec)

@@ -21,6 +21,7 @@ from ..serialization import ValueCodec
 from ..server_side import DEFAULT_ROTATION_GRACE, ServerSideSessions
 from .accounts import SCOPE_KEY
 from .cookie import StarletteCookies
+from .first_use import CheckedOnFirstUse
 from .session import Session
 from .sockets import SocketSessions
 from .stores import server_sessions, store_from
@@ -41,8 +42,9 @@ class SessionMiddleware:
 
     The first arguments are Starlette's, with the same meaning and defaults. Without
     ``store`` the session is Starlette's own signed cookie (existing cookies keep
-    working both ways); with ``store`` (a URL or a sessionkeeper ``SessionStore``) the
-    cookie holds a random id and the data lives in the store.
+    working both ways); with ``store`` (a URL, a store driver's client object or a
+    sessionkeeper ``SessionStore``: stores.py) the cookie holds a random id and the data
+    lives in the store.
     """
 
     def __init__(
@@ -79,20 +81,27 @@ class SessionMiddleware:
         secret = str(secret_key)  # a starlette.datastructures.Secret too
         self.cookies: StarletteCookies | None = None
         self.server: ServerSideSessions | None = None
+        self.unchecked: CheckedOnFirstUse | None = None  # checked when the lifespan starts
         if store is None:
             self.cookies = StarletteCookies(
                 secret, fallbacks=[str(key) for key in secret_key_fallbacks],
                 max_age=max_age, cookie_name=session_cookie)
         else:
             codec = ValueCodec()
+            backend = store_from(store, codec=codec, key_prefix=key_prefix)
+            if isinstance(backend, CheckedOnFirstUse):
+                self.unchecked = backend
             self.server = server_sessions(
-                store_from(store, codec=codec, key_prefix=key_prefix), secret_key=secret,
+                backend, secret_key=secret,
                 max_age=max_age, codec=codec, key_prefix=key_prefix,
                 rotation_grace=rotation_grace, breaker_seconds=breaker_seconds)
         self.threads = StoreThreads(store_threads)
         self.sockets = SocketSessions(self.server, self.threads)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan" and self.unchecked is not None:
+            await self.app(scope, receive, self._checking_at_startup(send))
+            return
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
@@ -125,6 +134,21 @@ class SessionMiddleware:
             await send(message)
 
         await self.app(scope, receive, send_wrapper)
+
+    def _checking_at_startup(self, send: Send) -> Send:
+        """``send`` that checks the store before the app reports it started: a
+        misconfiguration raises ConfigurationError there, which the router reports as a
+        failed start-up (the server prints it and exits); an unreachable store does not
+        stop the start (first_use.py)."""
+        unchecked = self.unchecked
+        assert unchecked is not None
+
+        async def send_checked(message: Message) -> None:
+            if message["type"] == "lifespan.startup.complete":
+                await self.threads.run(unchecked.check_at_startup)
+            await send(message)
+
+        return send_checked
 
     # -- open --------------------------------------------------------------------------
     async def _open(self, token: str | None) -> Session:
