@@ -77,15 +77,19 @@ _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an HTTP token (RFC 
 
 
 def _device_info(config: Mapping[str, Any]) -> tuple[str, ...]:
-    value = config.get("SESSION_DEVICE_INFO", ("user_agent",))
+    return device_fields(config.get("SESSION_DEVICE_INFO", ("user_agent",)))
+
+
+def device_fields(value: object, name: str = "SESSION_DEVICE_INFO") -> tuple[str, ...]:
+    """What to record of the device at login (``name`` is the setting, for messages)."""
     if value is None:
         return ()
     if isinstance(value, str) or not isinstance(value, list | tuple | set | frozenset):
-        raise ConfigurationError(f"SESSION_DEVICE_INFO must be a list of {DEVICE_FIELDS}, "
+        raise ConfigurationError(f"{name} must be a list of {DEVICE_FIELDS}, "
                                  f"e.g. ('user_agent', 'ip'), not {value!r}")
     unknown = [field for field in value if field not in DEVICE_FIELDS]
     if unknown:
-        raise ConfigurationError(f"SESSION_DEVICE_INFO: unknown {unknown!r}; "
+        raise ConfigurationError(f"{name}: unknown {unknown!r}; "
                                  f"choose from {DEVICE_FIELDS}")
     return tuple(field for field in DEVICE_FIELDS if field in value)
 

@@ -19,8 +19,10 @@ from ..backend import CookieUpdate, logger
 from ..errors import StoreUnavailable
 from ..serialization import ValueCodec
 from ..server_side import DEFAULT_ROTATION_GRACE, ServerSideSessions
+from ..settings import device_fields
 from .accounts import SCOPE_KEY
 from .cookie import StarletteCookies
+from .devices import Device
 from .first_use import CheckedOnFirstUse
 from .session import Session
 from .sockets import SocketSessions
@@ -65,6 +67,7 @@ class SessionMiddleware:
         rotation_grace: float = DEFAULT_ROTATION_GRACE,
         breaker_seconds: float = 5.0,
         store_threads: int = DEFAULT_STORE_THREADS,
+        device_info: Iterable[str] | None = ("user_agent",),
     ) -> None:
         self.app = app
         self.session_cookie = session_cookie
@@ -79,6 +82,9 @@ class SessionMiddleware:
         if partitioned:
             self.security_flags += "; partitioned"
         secret = str(secret_key)  # a starlette.datastructures.Secret too
+        self.device_info = device_fields(
+            device_info if device_info is None or isinstance(device_info, str)
+            else tuple(device_info), "device_info")
         self.cookies: StarletteCookies | None = None
         self.server: ServerSideSessions | None = None
         self.unchecked: CheckedOnFirstUse | None = None  # checked when the lifespan starts
@@ -111,6 +117,7 @@ class SessionMiddleware:
             logger.error("%s; answering 503", exc)
             await _refuse(scope, send)
             return
+        session._device = Device.of(scope, self.device_info)
         scope["session"] = session
         scope[SCOPE_KEY] = self  # for user_sessions(request)
         if scope["type"] == "websocket":

@@ -20,6 +20,7 @@ from typing import Any
 from ..model import LoadedState, is_reserved
 from ..model import Session as CoreSession
 from ..serialization import ValueCodec
+from .devices import Device
 from .sockets import SocketSessions
 
 
@@ -46,6 +47,15 @@ class Session(CoreSession, dict):  # type: ignore[misc]
 
     #: set by the middleware on a websocket's session: its store work (sockets.py)
     _sockets: SocketSessions | None = None
+    #: set by the middleware: what login() records of the device (devices.py)
+    _device: Device | None = None
+
+    def login(self, user_id: str | int) -> None:
+        """Bind the user with a new id (see the core ``Session.login``) and record the
+        device as the middleware's ``device_info`` says, for the user's list of sessions."""
+        super().login(user_id)
+        if self._device is not None and self._device.fields:
+            self.record_device(self._device.describe())
 
     # -- websockets ---------------------------------------------------------------------
     async def save(self) -> None:
