@@ -146,6 +146,12 @@ def create_flask_session_table(table: str, client: Any = None) -> None:
     client.create_table(
         TableName=table, AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
         KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}], BillingMode="PAY_PER_REQUEST")
+    # CREATING until the server's next tick (dynalite, even with --createTableMs 0; AWS
+    # for seconds): an item put before it is ACTIVE is refused as ResourceNotFound.
+    deadline = time.monotonic() + 10
+    while client.describe_table(TableName=table)["Table"]["TableStatus"] != "ACTIVE":
+        assert time.monotonic() < deadline, f"{table} did not become ACTIVE"
+        time.sleep(0.02)
 
 
 # -- the table -------------------------------------------------------------------------------
