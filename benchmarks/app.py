@@ -371,6 +371,13 @@ def configure_sk_cookie(app: Flask, settings: BenchSettings) -> None:
     init_sessionkeeper(app)
 
 
+def configure_sk_memory(app: Flask, settings: BenchSettings) -> None:
+    """The process-memory store: the session layer's own work with no I/O at all (for
+    instruction counts; one worker's memory is not shared, so not for HTTP runs)."""
+    app.config["SESSION_TYPE"] = "memory"
+    init_sessionkeeper(app)
+
+
 def configure_sk_cookie_permanent(app: Flask, settings: BenchSettings) -> None:
     """Permanent cookie sessions, refreshed (re-signed and re-sent) on every request that
     carries one, as Flask's permanent sessions are (SESSION_REFRESH_FRACTION 0, the
@@ -485,6 +492,7 @@ CONFIGURERS: dict[str, Configurer] = {
     "fs-dynamodb": configure_fs_dynamodb,
     "sk-sqlite": configure_sk_sqlite,
     "sk-cookie": configure_sk_cookie,
+    "sk-memory": configure_sk_memory,
     "sk-cookie-permanent": configure_sk_cookie_permanent,
     "sk-cookie-throttled": configure_sk_cookie_throttled,
     "sk-redis": configure_sk_redis,

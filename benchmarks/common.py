@@ -67,6 +67,7 @@ STORE_OF_VARIANT: dict[str, str] = {
     "fs-dynamodb": "dynamodb",
     "sk-sqlite": "sql",
     "sk-cookie": "none",
+    "sk-memory": "none",
     "sk-cookie-permanent": "none",
     "sk-cookie-throttled": "none",
     "sk-redis": "redis",
