@@ -7,7 +7,24 @@
 """
 
 from .accounts import AsyncUserSessions, user_sessions
+from .from_starsessions import (
+    SessionAutoloadMiddleware,
+    get_session_id,
+    is_loaded,
+    load_session,
+    regenerate_session_id,
+)
 from .middleware import SessionMiddleware
 from .session import Session
 
-__all__ = ["AsyncUserSessions", "Session", "SessionMiddleware", "user_sessions"]
+__all__ = [
+    "AsyncUserSessions",
+    "Session",
+    "SessionAutoloadMiddleware",
+    "SessionMiddleware",
+    "get_session_id",
+    "is_loaded",
+    "load_session",
+    "regenerate_session_id",
+    "user_sessions",
+]
