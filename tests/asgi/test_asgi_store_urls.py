@@ -35,6 +35,7 @@ from starlette.testclient import TestClient
 
 from sessionkeeper.errors import ConfigurationError
 from sessionkeeper.ids import storage_key
+from sessionkeeper.model import is_reserved
 from sessionkeeper.serialization import ValueCodec
 from sessionkeeper.starlette import SessionMiddleware
 from sessionkeeper.starlette.stores import store_from
@@ -257,8 +258,10 @@ def stored(store: SessionStore, prefix: str, token: str) -> SessionRecord | None
 
 
 def values(record: SessionRecord | None) -> dict[str, Any]:
+    """The app's values of a stored record (sessionkeeper's reserved ones left out)."""
     assert record is not None
-    return {key: ValueCodec().decode(value) for key, value in record.values.items()}
+    return {key: ValueCodec().decode(value) for key, value in record.values.items()
+            if not is_reserved(key)}
 
 
 def login_token(response: httpx.Response) -> str:
