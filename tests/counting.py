@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from sessionkeeper.stores.base import SessionRecord, SessionStore, SessionUpdate
@@ -71,6 +71,18 @@ class CountingStore(SessionStore):
     def keys_for_user(self, user_id: str, now: float) -> list[str]:
         self.calls["keys_for_user"] += 1
         return self.inner.keys_for_user(user_id, now)
+
+    def async_operation(self, method: str) -> Callable[..., Awaitable[Any]] | None:
+        """The inner store's native coroutine, counted under the operation's name."""
+        native = self.inner.async_operation(method)
+        if native is None:
+            return None
+
+        async def counted(*args: Any) -> Any:
+            self.calls[method] += 1
+            return await native(*args)
+
+        return counted
 
     def check(self) -> None:
         self.calls["check"] += 1

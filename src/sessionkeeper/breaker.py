@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from .backend import logger
@@ -50,6 +50,22 @@ class CircuitBreaker:
             result = operation()
         except SessionContention:
             raise  # one busy session, not a store that stopped answering
+        except StoreUnavailable:
+            self._failed(self.clock() - started)
+            raise
+        if self._open_until:
+            self._closed()
+        return result
+
+    async def call_async(self, operation: Callable[[], Awaitable[T]]) -> T:
+        """``call`` for a store's native coroutine (the same rules, awaited)."""
+        if self._open_until:
+            self._admit()
+        started = self.clock()
+        try:
+            result = await operation()
+        except SessionContention:
+            raise
         except StoreUnavailable:
             self._failed(self.clock() - started)
             raise
@@ -126,6 +142,12 @@ class GuardedStore(SessionStore):
 
     def keys_for_user(self, user_id: str, now: float) -> list[str]:
         return self.breaker.call(lambda: self.inner.keys_for_user(user_id, now))
+
+    def async_operation(self, method: str) -> Callable[..., Awaitable[Any]] | None:
+        native = self.inner.async_operation(method)
+        if native is None:
+            return None
+        return lambda *args: self.breaker.call_async(lambda: native(*args))
 
     def check(self) -> None:
         self.inner.check()

@@ -15,6 +15,7 @@ from .model import LoadedState, Session, SessionChanges
 from .policy import ExpiryPolicy
 from .serialization import ValueCodec
 from .signing import IdSigner, KeyRing
+from .store_steps import Steps, StoreCall, run_sync
 from .stores.base import SessionRecord, SessionStore, SessionUpdate
 
 #: SESSION_ROTATION_GRACE's default: long enough for a slow upload or XHR in flight
@@ -97,6 +98,11 @@ class ServerSideSessions:
         return self.session_class(lambda: self.load(resolve_token(token)), self.codec)
 
     def load(self, token: str | None) -> LoadedState:
+        return run_sync(self.load_steps(token), self.store)
+
+    def load_steps(self, token: str | None) -> Steps[LoadedState]:
+        """The store work of opening the session ``token`` names (store_steps.py): one
+        ``load`` when it is live; more only when it is unknown, expired or undecodable."""
         now = self.clock()
         sid = self.sid_from_token(token) if token else None
         rotated_from = None
@@ -104,12 +110,16 @@ class ServerSideSessions:
             # Asking for records up to one window past their expiry lets a timed-out
             # session be reported (session_expired) and removed, not just look unknown;
             # stores that expire records themselves have dropped those already.
-            record = self._load_record(sid, now - self.policy.window)
+            key = self.key(sid)
+            try:  # (_load_record_steps inlined: this runs on every request that reads)
+                record = yield StoreCall("load", key, now - self.policy.window)
+            except UndecodableRecord as exc:
+                record = yield from self._undecodable(sid, key, exc)
             if record is None and self.adopt_unknown is not None:
-                self.adopt_unknown(sid)
-                record = self._load_record(sid, now - self.policy.window)
+                yield StoreCall("adopt_unknown", sid, function=self.adopt_unknown)
+                record = yield from self._load_record_steps(sid, now - self.policy.window)
             if record is None:
-                if self._forward_target(sid, now) is not None:
+                if (yield from self._forward_target_steps(sid, now)) is not None:
                     # Sent before the browser saw its new cookie: answer without a
                     # session, and never touch that new cookie (see _save_rotated).
                     logger.info("session %s was rotated moments ago; answering without it",
@@ -123,7 +133,7 @@ class ServerSideSessions:
             elif self.policy.is_expired(record.created_at, record.expires_at, now,
                                         accessed_at=record.accessed_at):
                 logger.info("session %s timed out; starting a fresh one", self.log_id(sid))
-                self.store.delete(self.key(sid))
+                yield StoreCall("delete", self.key(sid))
                 signals.session_expired.send(self, log_id=self.log_id(sid),
                                              user_id=record.user_id)
             else:
@@ -140,25 +150,35 @@ class ServerSideSessions:
         )
 
     def _load_record(self, sid: str, now: float) -> SessionRecord | None:
+        return run_sync(self._load_record_steps(sid, now), self.store)
+
+    def _load_record_steps(self, sid: str, now: float) -> Steps[SessionRecord | None]:
         """The stored record of ``sid``; one that no longer decodes is removed and
         treated like a bad cookie."""
         key = self.key(sid)
         try:
-            return self.store.load(key, now)
+            record: SessionRecord | None = yield StoreCall("load", key, now)
         except UndecodableRecord as exc:
-            logger.info("session %s cannot be decoded (%s); removed, starting a fresh one",
-                        self.log_id(sid), exc.reason)
-            signals.session_rejected.send(self, reason="undecodable record",
-                                          log_id=self.log_id(sid))
-            self.store.delete(key)
-            return None
+            return (yield from self._undecodable(sid, key, exc))
+        return record
+
+    def _undecodable(self, sid: str, key: str, exc: UndecodableRecord) -> Steps[None]:
+        logger.info("session %s cannot be decoded (%s); removed, starting a fresh one",
+                    self.log_id(sid), exc.reason)
+        signals.session_rejected.send(self, reason="undecodable record",
+                                      log_id=self.log_id(sid))
+        yield StoreCall("delete", key)
+        return None
 
     def _forward_target(self, old_sid: str, now: float) -> str | None:
+        return run_sync(self._forward_target_steps(old_sid, now), self.store)
+
+    def _forward_target_steps(self, old_sid: str, now: float) -> Steps[str | None]:
         """The id ``old_sid`` was rotated to less than SESSION_ROTATION_GRACE ago."""
         if not self.rotation_grace:
             return None
         try:
-            record = self.store.load(forward_key(self.key_prefix, old_sid), now)
+            record = yield StoreCall("load", forward_key(self.key_prefix, old_sid), now)
         except UndecodableRecord:
             return None
         return None if record is None else forwarded_sid(self.codec, old_sid, record)

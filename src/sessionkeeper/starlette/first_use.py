@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ..errors import ConfigurationError, StoreUnavailable
@@ -86,6 +87,10 @@ class CheckedOnFirstUse(SessionStore):
 
     def keys_for_user(self, user_id: str, now: float) -> list[str]:
         return self._ready().keys_for_user(user_id, now)
+
+    def async_operation(self, method: str) -> Callable[..., Awaitable[Any]] | None:
+        # Until checked, the blocking call (in a thread) runs the check first.
+        return self.inner.async_operation(method) if self._checked else None
 
     def check(self) -> None:
         self.inner.check()

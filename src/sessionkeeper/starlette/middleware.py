@@ -20,6 +20,7 @@ from ..errors import StoreUnavailable
 from ..serialization import ValueCodec
 from ..server_side import DEFAULT_ROTATION_GRACE, ServerSideSessions
 from ..settings import device_fields
+from ..store_steps import run_async
 from .accounts import SCOPE_KEY
 from .cookie import StarletteCookies
 from .devices import Device
@@ -166,7 +167,11 @@ class SessionMiddleware:
         if token is None or not server.ids.is_well_formed(token):
             # No store I/O for these: a new session, or a cookie this app never issued.
             return Session.preloaded(server.load(token), server.codec)
-        return await self.threads.run(self._open_stored, token)
+        if server.store.async_operation("load") is None:
+            return await self.threads.run(self._open_stored, token)  # load and decode there
+        # The store reads natively on this loop: no thread hop (store_steps.py).
+        state = await run_async(server.load_steps(token), server.store, self.threads.run)
+        return Session.preloaded(state, server.codec)
 
     def _open_stored(self, token: str) -> Session:
         server = self.server

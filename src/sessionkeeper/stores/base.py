@@ -7,7 +7,7 @@ apply deltas atomically. Expiry policy, ids, signing and serialization live in t
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -127,6 +127,12 @@ class SessionStore(ABC):
     def keys_for_user(self, user_id: str, now: float) -> list[str]:
         """Keys of the live sessions bound to ``user_id`` (the per-user index)."""
         raise NotImplementedError(f"the {self.name} store has no per-user index yet")
+
+    def async_operation(self, method: str) -> Callable[..., Awaitable[Any]] | None:
+        """A coroutine function doing ``method`` natively on the running event loop
+        (same arguments, result and errors), or None: the caller then runs the blocking
+        method in a worker thread. Asked per call, so the answer may depend on the loop."""
+        return None
 
     def check(self) -> None:
         """Raise StoreUnavailable when the store cannot be reached (used at start-up)."""

@@ -22,8 +22,9 @@ index expires with the last of its sessions.
 
 from __future__ import annotations
 
+import asyncio
 import math
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, cast
 
@@ -46,6 +47,7 @@ from ..errors import ConfigurationError, StoreUnavailable, UndecodableRecord
 from ..serialization import ValueCodec
 from ..settings import Settings, seconds
 from .base import SessionRecord, SessionStore, SessionUpdate
+from .redis_async import AsyncDirectCommands
 from .redis_direct import DirectCommands
 
 #: Flask-Session's default when SESSION_REDIS is unset.
@@ -254,6 +256,9 @@ class RedisStore(SessionStore):
         #: the hot path on a single server (or Sentinel master); a Cluster client routes
         #: each key to its node itself
         self._direct = None if self.cluster else DirectCommands(cast("redis.Redis", client))
+        #: the read from an asyncio loop (ASGI), when the client's connections can be mirrored
+        self._direct_async = (None if self.cluster
+                              else AsyncDirectCommands.mirroring(cast("redis.Redis", client)))
 
     # -- interface -------------------------------------------------------------------
     def load(self, key: str, now: float) -> SessionRecord | None:
@@ -263,9 +268,27 @@ class RedisStore(SessionStore):
         except UNAVAILABLE_ERRORS as exc:
             raise StoreUnavailable(self.name, exc) from exc
         except redis.ResponseError as exc:
-            if str(exc).startswith("WRONGTYPE"):  # something else took the key
-                raise UndecodableRecord(self.name, exc) from exc
-            raise
+            raise self._load_error(exc) from exc
+        return self._loaded(key, reply, now)
+
+    async def _load_async(self, key: str, now: float) -> SessionRecord | None:
+        """``load`` from the running asyncio loop (redis_async.py)."""
+        assert self._direct_async is not None
+        try:
+            reply = await self._direct_async("HGETALL", key)
+        except UNAVAILABLE_ERRORS as exc:
+            raise StoreUnavailable(self.name, exc) from exc
+        except redis.ResponseError as exc:
+            raise self._load_error(exc) from exc
+        return self._loaded(key, reply, now)
+
+    def _load_error(self, exc: redis.ResponseError) -> Exception:
+        if str(exc).startswith("WRONGTYPE"):  # something else took the key
+            return UndecodableRecord(self.name, exc)
+        return exc
+
+    @staticmethod
+    def _loaded(key: str, reply: Any, now: float) -> SessionRecord | None:
         if not reply:
             return None
         record = _record_from_reply(reply)
@@ -274,6 +297,18 @@ class RedisStore(SessionStore):
         # What this request's refresh needs: the user to extend the index of (see touch).
         record.version = (key, record.user_id)
         return record
+
+    def async_operation(self, method: str) -> Callable[..., Awaitable[Any]] | None:
+        """The read, natively on an asyncio loop; everything else runs in threads (as
+        does the read of a subclass that changed ``load``)."""
+        if method != "load" or self._direct_async is None or type(self).load is not (
+                RedisStore.load):
+            return None
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:  # trio: redis.asyncio needs asyncio
+            return None
+        return self._load_async
 
     def create(self, key: str, record: SessionRecord) -> None:
         fields = _fields(record)

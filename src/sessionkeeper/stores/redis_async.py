@@ -1,0 +1,125 @@
+"""The Redis store's read on ``redis.asyncio``, for ASGI apps: no worker thread per request.
+
+A worker-thread hop costs about as much as a Redis round trip on loopback, so the one
+read a session request makes before its endpoint runs is sent from the event loop. The
+connections are made as the store's ``redis.Redis`` client would make them (address,
+database, credentials, TLS, unix socket, timeouts) but with redis-py's asyncio classes;
+a client this cannot mirror (Sentinel-managed, a credential provider, RESP3 ...) keeps
+every call in threads. Connections belong to the event loop that made them, so each
+running loop has its own free list.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import weakref
+from typing import Any
+
+import redis
+import redis.asyncio.connection as async_connection
+from redis.typing import EncodableT
+
+try:  # redis[hiredis], a dependency; the C packer is several times faster
+    from hiredis import pack_command as _pack
+except ImportError:  # pragma: no cover - only without hiredis
+    _pack = None
+
+#: the sync connection classes mirrored, by name -> their asyncio twins
+_TWINS = {
+    redis.connection.Connection: async_connection.Connection,
+    redis.connection.SSLConnection: async_connection.SSLConnection,
+    redis.connection.UnixDomainSocketConnection: async_connection.UnixDomainSocketConnection,
+}
+#: connection settings passed on as they are
+_COPIED = frozenset({
+    "host", "port", "path", "db", "username", "password", "client_name",
+    "socket_timeout", "socket_connect_timeout", "socket_keepalive",
+    "socket_keepalive_options", "ssl_keyfile", "ssl_certfile", "ssl_cert_reqs",
+    "ssl_ca_certs", "ssl_ca_data", "ssl_check_hostname", "ssl_min_version", "ssl_ciphers",
+})
+#: settings of the sync machinery with no bearing on one raw command
+_IGNORED = frozenset({
+    "retry", "retry_on_timeout", "retry_on_error", "health_check_interval", "lib_name",
+    "lib_version", "driver_info", "encoding", "encoding_errors", "decode_responses",
+    "parser_class", "socket_read_size", "event_dispatcher", "encoder_class",
+    "socket_type", "himport_registry", "maint_notifications_config",
+    "maint_notifications_pool_handler", "maintenance_state",
+    "maintenance_notification_hash", "orig_host_address", "orig_socket_timeout",
+    "orig_socket_connect_timeout", "oss_cluster_maint_notifications_handler",
+})
+
+_ALL: weakref.WeakSet[AsyncDirectCommands] = weakref.WeakSet()
+
+
+def _forget_inherited_connections() -> None:
+    for commands in list(_ALL):
+        commands.idle = weakref.WeakKeyDictionary()
+
+
+os.register_at_fork(after_in_child=_forget_inherited_connections)
+
+
+class AsyncDirectCommands:
+    """Sends commands from the running asyncio loop to the server of a ``redis.Redis``."""
+
+    def __init__(self, connection_class: type, kwargs: dict[str, Any]) -> None:
+        self._connection_class = connection_class
+        self._kwargs = kwargs
+        #: per event loop, connections not in use
+        self.idle: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, list[Any]] = (
+            weakref.WeakKeyDictionary())
+        _ALL.add(self)
+
+    @classmethod
+    def mirroring(cls, client: redis.Redis) -> AsyncDirectCommands | None:
+        """Commands on connections made as ``client``'s, or None when they cannot be."""
+        pool = client.connection_pool
+        twin = _TWINS.get(pool.connection_class)
+        settings = pool.connection_kwargs
+        if twin is None or settings.get("protocol") not in (None, 2, "2"):
+            return None
+        unknown = [key for key, value in settings.items()
+                   if key not in _COPIED and key not in _IGNORED and key != "protocol"
+                   and value is not None]
+        if unknown or settings.get("decode_responses"):
+            return None
+        return cls(twin, {key: value for key, value in settings.items() if key in _COPIED})
+
+    def _free_list(self) -> list[Any]:
+        loop = asyncio.get_running_loop()
+        found = self.idle.get(loop)
+        if found is None:
+            found = self.idle[loop] = []
+        return found
+
+    async def __call__(self, *args: EncodableT) -> Any:
+        """The raw reply to one command; redis-py's exceptions for errors. A broken idle
+        connection is dropped and the command sent once more on a new one."""
+        idle = self._free_list()
+        if idle:
+            try:
+                return await self._exchange(idle, idle.pop(), args)
+            except redis.ConnectionError:
+                pass  # the server restarted since: once more, on a new connection
+        return await self._exchange(idle, await self._connect(), args)
+
+    async def _exchange(self, idle: list[Any], connection: Any,
+                        args: tuple[EncodableT, ...]) -> Any:
+        try:
+            packed = [_pack(args)] if _pack is not None else connection.pack_command(*args)
+            await connection.send_packed_command(packed, check_health=False)
+            reply = await connection.read_response()
+        except redis.ResponseError:
+            idle.append(connection)  # an error reply leaves the connection in step
+            raise
+        except BaseException:  # broken, timed out or cancelled: half a reply may be unread
+            await connection.disconnect(nowait=True)
+            raise
+        idle.append(connection)
+        return reply
+
+    async def _connect(self) -> Any:
+        connection = self._connection_class(**self._kwargs)
+        await connection.connect()
+        return connection
