@@ -78,9 +78,9 @@ class CountingStore(SessionStore):
         if native is None:
             return None
 
-        async def counted(*args: Any) -> Any:
+        async def counted(*args: Any, **kwargs: Any) -> Any:
             self.calls[method] += 1
-            return await native(*args)
+            return await native(*args, **kwargs)
 
         return counted
 

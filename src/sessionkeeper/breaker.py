@@ -147,7 +147,7 @@ class GuardedStore(SessionStore):
         native = self.inner.async_operation(method)
         if native is None:
             return None
-        return lambda *args: self.breaker.call_async(lambda: native(*args))
+        return lambda *args, **kwargs: self.breaker.call_async(lambda: native(*args, **kwargs))
 
     def check(self) -> None:
         self.inner.check()

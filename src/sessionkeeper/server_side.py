@@ -149,9 +149,6 @@ class ServerSideSessions:
             had_cookie=bool(token), rotated_from=rotated_from,
         )
 
-    def _load_record(self, sid: str, now: float) -> SessionRecord | None:
-        return run_sync(self._load_record_steps(sid, now), self.store)
-
     def _load_record_steps(self, sid: str, now: float) -> Steps[SessionRecord | None]:
         """The stored record of ``sid``; one that no longer decodes is removed and
         treated like a bad cookie."""
@@ -170,9 +167,6 @@ class ServerSideSessions:
         yield StoreCall("delete", key)
         return None
 
-    def _forward_target(self, old_sid: str, now: float) -> str | None:
-        return run_sync(self._forward_target_steps(old_sid, now), self.store)
-
     def _forward_target_steps(self, old_sid: str, now: float) -> Steps[str | None]:
         """The id ``old_sid`` was rotated to less than SESSION_ROTATION_GRACE ago."""
         if not self.rotation_grace:
@@ -185,35 +179,41 @@ class ServerSideSessions:
 
     # -- save ----------------------------------------------------------------------
     def save(self, session: Session) -> CookieUpdate | None:
+        return run_sync(self.save_steps(session), self.store)
+
+    def save_steps(self, session: Session) -> Steps[CookieUpdate | None]:
+        """The store work of saving ``session`` (store_steps.py): none when the request
+        never touched it; one delta update, create, delete or refresh in the common
+        cases; a rotation at login."""
         if not session.loaded:
             return None  # the request never touched the session: no store I/O at all
         state = session.state
         now = self.clock()
         if state.rotated_from is not None:
-            return self._save_rotated(session, state, state.rotated_from, now)
+            return (yield from self._save_rotated(session, state, state.rotated_from, now))
         if session.destroyed or (session.empty and (session.modified or session.cleared)):
-            return self._destroy(session, state, now)
+            return (yield from self._destroy(session, state, now))
         if session.empty:
             # Nothing to keep. A bad or stale cookie is cleared so it is not sent again.
             return DELETE_COOKIE if state.had_cookie else None
         if state.new:
-            return self._create(session, state, now)
+            return (yield from self._create(session, state, now))
         sid: str = state.sid  # type: ignore[assignment]
         if session.regenerate_requested:
-            return self._rotate(session, state, sid, now)
+            return (yield from self._rotate(session, state, sid, now))
         changes = session.changes()
         if changes or session.meta_changed:
             expires_at = self.policy.expires_at(state.created_at, now)
             update = self._update(session, changes, now, expires_at)
-            if self.store.update(self.key(sid), update):
+            if (yield StoreCall("update", self.key(sid), update)):
                 session.mark_saved()
                 return self._cookie(sid, state.permanent, expires_at, now)
-            new_sid = self._forward_target(sid, now)
+            new_sid = yield from self._forward_target_steps(sid, now)
             if new_sid is not None:
                 # A login rotated the id while this request ran: its changes belong to
                 # the new session, and the login's response carries the new cookie.
                 update.version = None  # the token was the old record's
-                if self.store.update(self.key(new_sid), update):
+                if (yield StoreCall("update", self.key(new_sid), update)):
                     logger.info("session %s was rotated while a request ran; its changes "
                                 "were saved under the new id", self.log_id(sid))
                 session.mark_saved()
@@ -224,7 +224,9 @@ class ServerSideSessions:
             return DELETE_COOKIE
         if self.policy.should_refresh(state.created_at, state.accessed_at, now):
             expires_at = self.policy.expires_at(state.created_at, now)
-            if self.store.touch(self.key(sid), now, expires_at, version=state.version) is False:
+            touched = yield StoreCall("touch", self.key(sid), now, expires_at,
+                                      version=state.version)
+            if touched is False:
                 return None  # rotated or ended meanwhile: never re-send a dead id
             # A browser-session cookie has no expiry to extend: only the record had.
             return self._cookie(sid, True, expires_at, now) if state.permanent else None
@@ -241,12 +243,12 @@ class ServerSideSessions:
         )
 
     def _create(self, session: Session, state: LoadedState, now: float,
-                values: dict[str, bytes] | None = None) -> CookieUpdate:
+                values: dict[str, bytes] | None = None) -> Steps[CookieUpdate]:
         """A new record under a new id: a first save, or a new start after a logout."""
         sid = self.ids.new()
         created_at = now if state.new else state.created_at
         expires_at = self.policy.expires_at(created_at, now)
-        self.store.create(self.key(sid), SessionRecord(
+        yield StoreCall("create", self.key(sid), SessionRecord(
             values=session.encoded_values() if values is None else values,
             created_at=created_at, accessed_at=now, expires_at=expires_at,
             permanent=state.permanent, user_id=state.user_id,
@@ -257,37 +259,37 @@ class ServerSideSessions:
         return self._cookie(sid, state.permanent, expires_at, now)
 
     def _rotate(self, session: Session, state: LoadedState, old_sid: str,
-                now: float) -> CookieUpdate | None:
+                now: float) -> Steps[CookieUpdate | None]:
         """A login or ``regenerate()``: the data moves to a new id, the old id stops
         working (session fixation), and requests still carrying it are not hurt."""
-        fresh = self._load_record(old_sid, now)
+        fresh = yield from self._load_record_steps(old_sid, now)
         if fresh is None:
             # Rotated (a double-submitted login) or ended by a concurrent request.
-            joined = self._join_rotation(session, state, old_sid, now)
+            joined = yield from self._join_rotation(session, state, old_sid, now)
             if joined is not None:
                 return joined
             state.sid, state.new = None, True
-            return self._create(session, state, now)
+            return (yield from self._create(session, state, now))
         # Start from what is stored now, so a write that landed after this request
         # loaded the session is kept.
         values = self._update(session, session.changes(), now, now).apply_to(fresh.values)
         sid = self.ids.new()
         new_key = self.key(sid)
         expires_at = self.policy.expires_at(state.created_at, now)
-        self.store.create(new_key, SessionRecord(
+        yield StoreCall("create", new_key, SessionRecord(
             values=values, created_at=state.created_at, accessed_at=now,
             expires_at=expires_at, permanent=state.permanent, user_id=state.user_id,
         ))
-        if self.rotation_grace and not self.store.add(
-                forward_key(self.key_prefix, old_sid),
-                forward_record(self.codec, old_sid, sid, now, self.rotation_grace)):
+        if self.rotation_grace and not (yield StoreCall(
+                "add", forward_key(self.key_prefix, old_sid),
+                forward_record(self.codec, old_sid, sid, now, self.rotation_grace))):
             # A concurrent request rotated this id first: join its new session rather
             # than leave a second one behind in the user's list.
-            joined = self._join_rotation(session, state, old_sid, now)
+            joined = yield from self._join_rotation(session, state, old_sid, now)
             if joined is not None:
-                self.store.delete(new_key)
+                yield StoreCall("delete", new_key)
                 return joined
-        self.store.delete(self.key(old_sid))
+        yield StoreCall("delete", self.key(old_sid))
         signals.session_regenerated.send(self, log_id=self.log_id(sid),
                                          old_log_id=self.log_id(old_sid),
                                          user_id=state.user_id)
@@ -295,17 +297,19 @@ class ServerSideSessions:
         return self._cookie(sid, state.permanent, expires_at, now)
 
     def _join_rotation(self, session: Session, state: LoadedState, old_sid: str,
-                       now: float) -> CookieUpdate | None:
+                       now: float) -> Steps[CookieUpdate | None]:
         """Save this request's changes into the session ``old_sid`` was rotated to, if
         that one belongs to the same user (None otherwise)."""
-        new_sid = self._forward_target(old_sid, now)
-        record = self._load_record(new_sid, now) if new_sid is not None else None
+        new_sid = yield from self._forward_target_steps(old_sid, now)
+        record = None
+        if new_sid is not None:
+            record = yield from self._load_record_steps(new_sid, now)
         if new_sid is None or record is None or record.user_id != state.user_id:
             return None
         expires_at = self.policy.expires_at(record.created_at, now)
         update = self._update(session, session.changes(), now, expires_at)
         update.user_id_changed, update.version = False, None
-        if not self.store.update(self.key(new_sid), update):
+        if not (yield StoreCall("update", self.key(new_sid), update)):
             return None
         logger.info("session %s was already rotated by a concurrent request; joined it",
                     self.log_id(old_sid))
@@ -313,28 +317,29 @@ class ServerSideSessions:
         return self._cookie(new_sid, state.permanent, expires_at, now)
 
     def _save_rotated(self, session: Session, state: LoadedState, old_sid: str,
-                      now: float) -> CookieUpdate | None:
+                      now: float) -> Steps[CookieUpdate | None]:
         """A request that arrived with an id rotated moments ago. It never clears or
         replaces the browser's new cookie; only a login of the same user joins the new
         session, and a logout ends it."""
         if session.destroyed:
-            self._end_forwarded(old_sid, now)
-            return None if session.empty else self._create(session, state, now)
+            yield from self._end_forwarded(old_sid, now)
+            return None if session.empty else (yield from self._create(session, state, now))
         if session.empty:
             return None
         if session.regenerate_requested and state.user_id is not None:
-            joined = self._join_rotation(session, state, old_sid, now)
-            return joined if joined is not None else self._create(session, state, now)
+            joined = yield from self._join_rotation(session, state, old_sid, now)
+            return joined if joined is not None else (
+                yield from self._create(session, state, now))
         logger.info("session %s was rotated moments ago; this request's changes are "
                     "dropped", self.log_id(old_sid))
         return None
 
-    def _end_forwarded(self, old_sid: str, now: float) -> None:
+    def _end_forwarded(self, old_sid: str, now: float) -> Steps[None]:
         """A logout sent with an id rotated moments ago ends the session it went to."""
-        new_sid = self._forward_target(old_sid, now)
+        new_sid = yield from self._forward_target_steps(old_sid, now)
         if new_sid is not None:
-            self.store.delete(self.key(new_sid))
-            self.store.delete(forward_key(self.key_prefix, old_sid))
+            yield StoreCall("delete", self.key(new_sid))
+            yield StoreCall("delete", forward_key(self.key_prefix, old_sid))
             signals.session_destroyed.send(self, log_id=self.log_id(new_sid), user_id=None)
 
     def _saved_as(self, session: Session, state: LoadedState, sid: str, created_at: float,
@@ -343,9 +348,10 @@ class ServerSideSessions:
         state.accessed_at, state.expires_at = now, expires_at
         session.mark_saved()
 
-    def _destroy(self, session: Session, state: LoadedState, now: float) -> CookieUpdate | None:
+    def _destroy(self, session: Session, state: LoadedState,
+                 now: float) -> Steps[CookieUpdate | None]:
         if state.sid is not None and not state.new:
-            self.store.delete(self.key(state.sid))
+            yield StoreCall("delete", self.key(state.sid))
             signals.session_destroyed.send(self, log_id=self.log_id(state.sid),
                                            user_id=session.loaded_user_id)
         if session.empty:
@@ -353,7 +359,7 @@ class ServerSideSessions:
         # Written to after logout (a flash message, say): that starts a new session
         # under a new id; nothing of the destroyed one carries over.
         state.sid, state.new = None, True
-        return self._create(session, state, now)
+        return (yield from self._create(session, state, now))
 
     def log_id_of_key(self, key: str) -> str:
         """The log id of the session stored under ``key`` (same as ``log_id(sid)``)."""

@@ -14,6 +14,7 @@ store's exception thrown in. Nothing in it knows how the call is made:
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Generator
+from functools import partial
 from typing import Any, TypeVar
 
 from .stores.base import SessionStore
@@ -22,15 +23,16 @@ T = TypeVar("T")
 
 
 class StoreCall:
-    """One store operation: ``store.<method>(*args)``, or ``function(*args)`` for work
-    outside the store that blocks the same way (a migration hook)."""
+    """One store operation: ``store.<method>(*args, **kwargs)``, or ``function(...)``
+    for work outside the store that blocks the same way (a migration hook)."""
 
-    __slots__ = ("args", "function", "method")
+    __slots__ = ("args", "function", "kwargs", "method")
 
-    def __init__(self, method: str, *args: Any,
-                 function: Callable[..., Any] | None = None) -> None:
+    def __init__(self, method: str, *args: Any, function: Callable[..., Any] | None = None,
+                 **kwargs: Any) -> None:
         self.method = method
         self.args = args
+        self.kwargs = kwargs
         self.function = function
 
     def __repr__(self) -> str:
@@ -50,7 +52,7 @@ def run_sync(steps: Steps[T], store: SessionStore) -> T:
         while True:
             target = call.function or getattr(store, call.method)
             try:
-                result = target(*call.args)
+                result = target(*call.args, **call.kwargs)
             except Exception as exc:  # the steps decide; uncaught, it ends them
                 call = steps.throw(exc)
             else:
@@ -69,7 +71,11 @@ async def run_async(steps: Steps[T], store: SessionStore,
             native = None if call.function else store.async_operation(call.method)
             try:
                 if native is not None:
-                    result = await native(*call.args)
+                    result = await native(*call.args, **call.kwargs)
+                elif call.kwargs:
+                    result = await run_in_thread(
+                        partial(call.function or getattr(store, call.method), **call.kwargs),
+                        *call.args)
                 else:
                     target = call.function or getattr(store, call.method)
                     result = await run_in_thread(target, *call.args)

@@ -1,8 +1,9 @@
-"""On asyncio, the Redis store's read runs on the event loop (redis.asyncio), not in a
-worker thread: a session request is served while every store thread is busy. The read
-answers as the threaded one does, a Redis that stops answers 503, one that restarts is
-reconnected to, and on trio (which redis.asyncio does not support) the read goes back
-to the threads."""
+"""On asyncio, the Redis store's read, delta update and refresh run on the event loop
+(redis.asyncio), not in a worker thread: such requests are served while every store
+thread is busy. They answer as the threaded ones do (50 concurrent writers of one
+session lose nothing), a Redis that stops answers 503, one that restarts is reconnected
+to, and on trio (which redis.asyncio does not support) the calls go back to the
+threads."""
 
 from __future__ import annotations
 
@@ -39,22 +40,26 @@ def private_redis() -> Iterator[RedisServer]:
         server.stop()
 
 
-async def served_while_the_store_threads_are_busy(app: SessionMiddleware) -> int:
-    """The status of a session read made while the app's only store thread is held."""
+async def served_while_the_store_threads_are_busy(
+        app: SessionMiddleware, method: str = "GET", path: str = "/view",
+        wait_before: float = 0.0) -> int:
+    """The status of a request of a session holding {"a": 1}, made while the app's only
+    store thread is held; 0 when it waited for that thread."""
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
                                  base_url="http://test") as browser:
         token = (await browser.post("/set", json={"a": 1})).cookies["session"]
         browser.cookies.set("session", token)
+        await anyio.sleep(wait_before)
         release = threading.Event()
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(app.threads.run, lambda: release.wait(10))
             await anyio.sleep(0.05)  # the thread is taken
             try:
                 with anyio.fail_after(2):
-                    read = await browser.get("/view")
-                return read.status_code if read.json()["session"] == {"a": 1} else -1
+                    answer = await browser.request(method, path, json={"b": 2})
+                return answer.status_code if answer.json()["session"]["a"] == 1 else -1
             except TimeoutError:
-                return 0  # waited for a store thread
+                return 0
             finally:
                 release.set()
 
@@ -64,10 +69,40 @@ def test_a_read_needs_no_store_thread_on_asyncio() -> None:
     assert anyio.run(served_while_the_store_threads_are_busy, app) == 200
 
 
-def test_a_store_without_a_native_read_waits_for_its_thread(tmp_path: Any) -> None:
-    # The contrast that shows the test above can fail: SQLite reads in a thread.
+def test_a_change_needs_no_store_thread_on_asyncio() -> None:
+    app = session_app(REDIS_URL, store_threads=1)
+    assert anyio.run(served_while_the_store_threads_are_busy, app, "POST", "/set") == 200
+
+
+def test_a_refresh_needs_no_store_thread_on_asyncio() -> None:
+    # max_age=10: a read more than a second (a tenth) after the last write refreshes
+    app = session_app(REDIS_URL, store_threads=1, max_age=10)
+    assert anyio.run(served_while_the_store_threads_are_busy, app, "GET", "/view",
+                     1.2) == 200
+
+
+def test_a_store_without_native_calls_waits_for_its_thread(tmp_path: Any) -> None:
+    # The contrast that shows the tests above can fail: SQLite works in threads.
     app = session_app(f"sqlite:///{tmp_path / 's.db'}", store_threads=1)
     assert anyio.run(served_while_the_store_threads_are_busy, app) == 0
+    assert anyio.run(served_while_the_store_threads_are_busy, app, "POST", "/set") == 0
+
+
+async def fifty_writers(app: SessionMiddleware) -> dict[str, Any]:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                 base_url="http://test") as browser:
+        token = (await browser.post("/set", json={"start": True})).cookies["session"]
+        browser.cookies.set("session", token)
+        async with anyio.create_task_group() as tasks:
+            for n in range(50):  # each reads, waits, then writes its own key
+                tasks.start_soon(browser.post, f"/set/k{n}?linger=0.05")
+        session: dict[str, Any] = (await browser.get("/view")).json()["session"]
+        return session
+
+
+def test_fifty_concurrent_writers_of_one_session_lose_nothing() -> None:
+    session = anyio.run(fifty_writers, session_app(REDIS_URL))
+    assert session == {"start": True, **{f"k{n}": True for n in range(50)}}
 
 
 def test_the_native_read_answers_as_the_threaded_one() -> None:

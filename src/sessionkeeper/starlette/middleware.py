@@ -200,7 +200,10 @@ class SessionMiddleware:
         assert server is not None
         if self._reads_only(server, session):
             return server.save(session)  # no store I/O: no thread either
-        return await self.threads.run(server.save, session)
+        if server.store.async_operation("update") is None:
+            return await self.threads.run(server.save, session)  # all of it in one hop
+        # The store writes natively on this loop; what it cannot do goes to the threads.
+        return await run_async(server.save_steps(session), server.store, self.threads.run)
 
     @staticmethod
     def _reads_only(server: ServerSideSessions, session: Session) -> bool:

@@ -223,6 +223,10 @@ def _number(value: float) -> str:
     return repr(float(value))  # repr round-trips a float exactly
 
 
+#: the operations sent from an asyncio loop, and their coroutine methods
+_NATIVE = {"load": "_load_async", "update": "_update_async", "touch": "_touch_async"}
+
+
 class RedisStore(SessionStore):
     """A :class:`SessionStore` on a ``redis.Redis`` or ``redis.cluster.RedisCluster`` client."""
 
@@ -299,16 +303,17 @@ class RedisStore(SessionStore):
         return record
 
     def async_operation(self, method: str) -> Callable[..., Awaitable[Any]] | None:
-        """The read, natively on an asyncio loop; everything else runs in threads (as
-        does the read of a subclass that changed ``load``)."""
-        if method != "load" or self._direct_async is None or type(self).load is not (
-                RedisStore.load):
+        """The read, the delta update and the refresh, natively on an asyncio loop (a
+        subclass that changed one of them keeps it in threads); logins, creations and
+        deletions run in threads."""
+        if self._direct_async is None or method not in _NATIVE or getattr(
+                type(self), method) is not getattr(RedisStore, method):
             return None
         try:
             asyncio.get_running_loop()
         except RuntimeError:  # trio: redis.asyncio needs asyncio
             return None
-        return self._load_async
+        return getattr(self, _NATIVE[method])  # type: ignore[no-any-return]
 
     def create(self, key: str, record: SessionRecord) -> None:
         fields = _fields(record)
@@ -345,6 +350,32 @@ class RedisStore(SessionStore):
         return outcome != 0
 
     def update(self, key: str, update: SessionUpdate) -> bool:
+        keys, args, expiry = self._update_call(key, update)
+        user = update.user_id
+        added = update.user_id_changed and user is not None
+        with self._available():
+            outcome = int(self._run(self._update, keys, args))
+            if outcome and user is not None:
+                if self.cluster:
+                    size = self._index_write(user, expiry, key if added else None)
+                else:
+                    size = outcome
+                if added:
+                    self._maybe_prune(user, size)
+        return outcome != 0
+
+    async def _update_async(self, key: str, update: SessionUpdate) -> bool:
+        """``update`` from the running asyncio loop (a single server: no Cluster)."""
+        keys, args, _ = self._update_call(key, update)
+        outcome = int(await self._script_async(self._update, keys, args))
+        user = update.user_id
+        if outcome and user is not None and update.user_id_changed and self._prune_due(outcome):
+            await asyncio.to_thread(self._maybe_prune_available, user, outcome)  # rare
+        return outcome != 0
+
+    def _update_call(self, key: str,
+                     update: SessionUpdate) -> tuple[list[EncodableT], list[EncodableT], int]:
+        """The update script's keys and arguments, and the expiry (unix ms) it sets."""
         deleted: list[EncodableT] = [VALUE_PREFIX + name.encode()
                                      for name in update.deleted_keys]
         pairs: list[EncodableT] = []
@@ -367,19 +398,28 @@ class RedisStore(SessionStore):
         expiry = _unix_ms(update.expires_at + self.keep_expired)
         args: list[EncodableT] = [expiry, "1" if update.replace else "0", "1" if added else "0",
                                   len(deleted), *deleted, *pairs]
-        with self._available():
-            outcome = int(self._run(self._update, keys, args))
-            if outcome and user is not None:
-                if self.cluster:
-                    size = self._index_write(user, expiry, key if added else None)
-                else:
-                    size = outcome
-                if added:
-                    self._maybe_prune(user, size)
-        return outcome != 0
+        return keys, args, expiry
 
     def touch(self, key: str, accessed_at: float, expires_at: float, *,
               version: Any = None) -> bool:
+        keys, args, expiry = self._touch_call(key, accessed_at, expires_at, version)
+        with self._available():
+            outcome = self._run(self._touch, keys, args)
+            if isinstance(outcome, bytes):  # bound to a user whose index is not extended yet
+                self._index_write(outcome.decode(), expiry)
+        return outcome != 0
+
+    async def _touch_async(self, key: str, accessed_at: float, expires_at: float, *,
+                           version: Any = None) -> bool:
+        """``touch`` from the running asyncio loop (a single server: no Cluster)."""
+        keys, args, expiry = self._touch_call(key, accessed_at, expires_at, version)
+        outcome = await self._script_async(self._touch, keys, args)
+        if isinstance(outcome, bytes):
+            await self._script_async(self._index, [self._index_key(outcome.decode())], [expiry])
+        return outcome != 0
+
+    def _touch_call(self, key: str, accessed_at: float, expires_at: float,
+                    version: Any) -> tuple[list[EncodableT], list[EncodableT], int]:
         expiry = _unix_ms(expires_at + self.keep_expired)
         keys: list[EncodableT] = [key]
         args: list[EncodableT] = [expiry, _number(accessed_at), _number(expires_at)]
@@ -389,11 +429,15 @@ class RedisStore(SessionStore):
         if loaded_key == key and user is not None and not self.cluster:
             keys.append(self._index_key(user))
             args.append(user)
-        with self._available():
-            outcome = self._run(self._touch, keys, args)
-            if isinstance(outcome, bytes):  # bound to a user whose index is not extended yet
-                self._index_write(outcome.decode(), expiry)
-        return outcome != 0
+        return keys, args, expiry
+
+    async def _script_async(self, script: Script, keys: list[EncodableT],
+                            args: list[EncodableT]) -> Any:
+        assert self._direct_async is not None
+        try:
+            return await self._direct_async.run_script(script.sha, script.script, keys, args)
+        except UNAVAILABLE_ERRORS as exc:
+            raise StoreUnavailable(self.name, exc) from exc
 
     def delete(self, key: str) -> None:
         with self._available():
@@ -435,9 +479,16 @@ class RedisStore(SessionStore):
         args: list[EncodableT] = [expiry] if key is None else [expiry, key]
         return int(self._run(self._index, [self._index_key(user_id)], args))
 
+    def _prune_due(self, size: int) -> bool:
+        return size >= self.index_prune_from and size & (size - 1) == 0  # a power of two
+
     def _maybe_prune(self, user_id: str, size: int) -> None:
-        if size >= self.index_prune_from and size & (size - 1) == 0:  # a power of two
+        if self._prune_due(size):
             self._live_sessions_of(user_id, now=0.0)  # run for its sweep; the list is unused
+
+    def _maybe_prune_available(self, user_id: str, size: int) -> None:
+        with self._available():
+            self._maybe_prune(user_id, size)
 
     def _live_sessions_of(self, user_id: str, now: float) -> list[str]:
         """The user's live session keys; index entries whose hash is gone are removed.

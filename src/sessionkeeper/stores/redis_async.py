@@ -1,7 +1,8 @@
-"""The Redis store's read on ``redis.asyncio``, for ASGI apps: no worker thread per request.
+"""The Redis store's hot commands on ``redis.asyncio``, for ASGI apps: no worker thread.
 
-A worker-thread hop costs about as much as a Redis round trip on loopback, so the one
-read a session request makes before its endpoint runs is sent from the event loop. The
+A worker-thread hop costs about as much as a Redis round trip on loopback, so the read a
+session request makes before its endpoint runs, and the delta update or refresh of its
+save, are sent from the event loop. The
 connections are made as the store's ``redis.Redis`` client would make them (address,
 database, credentials, TLS, unix socket, timeouts) but with redis-py's asyncio classes;
 a client this cannot mirror (Sentinel-managed, a credential provider, RESP3 ...) keeps
@@ -18,6 +19,7 @@ from typing import Any
 
 import redis
 import redis.asyncio.connection as async_connection
+from redis.exceptions import NoScriptError
 from redis.typing import EncodableT
 
 try:  # redis[hiredis], a dependency; the C packer is several times faster
@@ -103,6 +105,15 @@ class AsyncDirectCommands:
             except redis.ConnectionError:
                 pass  # the server restarted since: once more, on a new connection
         return await self._exchange(idle, await self._connect(), args)
+
+    async def run_script(self, sha: str, source: str, keys: list[EncodableT],
+                         args: list[EncodableT]) -> Any:
+        """EVALSHA, loading the script first when the server does not have it."""
+        try:
+            return await self("EVALSHA", sha, len(keys), *keys, *args)
+        except NoScriptError:
+            await self("SCRIPT", "LOAD", source)
+            return await self("EVALSHA", sha, len(keys), *keys, *args)
 
     async def _exchange(self, idle: list[Any], connection: Any,
                         args: tuple[EncodableT, ...]) -> Any:
