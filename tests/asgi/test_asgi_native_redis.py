@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import secrets
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import anyio
 import httpx
 import pytest
+import redis
 from asgi_app import ROUTES
 from servers import RedisServer, start_or_skip, start_redis
 from starlette.applications import Starlette
@@ -131,3 +133,19 @@ def test_a_stopped_redis_answers_503_and_a_restarted_one_is_reconnected(
         # The record went with the server (no persistence): a fresh session, not a 503.
         back = browser.get("/view")
         assert back.status_code == 200 and back.json()["session"] == {}
+
+
+def test_connections_close_with_their_event_loop() -> None:
+    name = f"sk-loops-{secrets.token_hex(4)}"
+    app = session_app(f"{REDIS_URL}?client_name={name}")
+    server = redis.Redis.from_url(REDIS_URL)
+
+    def connections() -> int:
+        time.sleep(0.2)  # the server notices a closed connection promptly, not at once
+        return sum(client["name"] == name for client in server.client_list())
+
+    assert anyio.run(served_while_the_store_threads_are_busy, app) == 200
+    after_one_loop = connections()
+    for _ in range(3):  # three more loops one after the other, as test clients make them
+        assert anyio.run(served_while_the_store_threads_are_busy, app) == 200
+    assert connections() == after_one_loop  # (the threads' connections stay, for reuse)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import os
 import weakref
+from collections.abc import AsyncIterator
 from typing import Any
 
 import redis
@@ -57,6 +58,17 @@ _ALL: weakref.WeakSet[AsyncDirectCommands] = weakref.WeakSet()
 def _forget_inherited_connections() -> None:
     for commands in list(_ALL):
         commands.idle = weakref.WeakKeyDictionary()
+        commands._closers = weakref.WeakKeyDictionary()
+
+
+async def _closing_at_loop_shutdown(idle: list[Any]) -> AsyncIterator[None]:
+    """Disconnects ``idle``'s connections when the loop finalizes it."""
+    try:
+        yield
+    finally:
+        connections, idle[:] = list(idle), []
+        for connection in connections:
+            await connection.disconnect(nowait=True)
 
 
 os.register_at_fork(after_in_child=_forget_inherited_connections)
@@ -70,6 +82,8 @@ class AsyncDirectCommands:
         self._kwargs = kwargs
         #: per event loop, connections not in use
         self.idle: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, list[Any]] = (
+            weakref.WeakKeyDictionary())
+        self._closers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
             weakref.WeakKeyDictionary())
         _ALL.add(self)
 
@@ -88,17 +102,22 @@ class AsyncDirectCommands:
             return None
         return cls(twin, {key: value for key, value in settings.items() if key in _COPIED})
 
-    def _free_list(self) -> list[Any]:
+    async def _free_list(self) -> list[Any]:
         loop = asyncio.get_running_loop()
         found = self.idle.get(loop)
         if found is None:
             found = self.idle[loop] = []
+            # Closed when the loop shuts down (asyncio.run and the servers built on it
+            # close every async generator first): no socket outlives its loop.
+            closer = _closing_at_loop_shutdown(found)
+            await closer.__anext__()
+            self._closers[loop] = closer
         return found
 
     async def __call__(self, *args: EncodableT) -> Any:
         """The raw reply to one command; redis-py's exceptions for errors. A broken idle
         connection is dropped and the command sent once more on a new one."""
-        idle = self._free_list()
+        idle = await self._free_list()
         if idle:
             try:
                 return await self._exchange(idle, idle.pop(), args)
