@@ -49,6 +49,15 @@ VARIANTS: tuple[str, ...] = (
     "sk-cachelib",
     "sk-cachelib-files",
     "sk-dynamodb",
+    "asgi-plain",
+    "asgi-starlette-cookie",
+    "asgi-starsessions-cookie",
+    "asgi-starsessions-redis",
+    "asgi-raw-redis",
+    "asgi-sk-cookie",
+    "asgi-sk-redis",
+    "asgi-sk-sqlite",
+    "asgi-sk-postgresql",
 )
 
 # Which server-side counter measures each variant's store traffic.
@@ -68,6 +77,15 @@ STORE_OF_VARIANT: dict[str, str] = {
     "sk-sqlite": "sql",
     "sk-cookie": "none",
     "sk-memory": "none",
+    "asgi-plain": "none",
+    "asgi-starlette-cookie": "none",
+    "asgi-starsessions-cookie": "none",
+    "asgi-starsessions-redis": "redis",
+    "asgi-raw-redis": "redis",
+    "asgi-sk-cookie": "none",
+    "asgi-sk-redis": "redis",
+    "asgi-sk-sqlite": "sql",
+    "asgi-sk-postgresql": "sql",
     "sk-cookie-permanent": "none",
     "sk-cookie-throttled": "none",
     "sk-redis": "redis",
@@ -94,6 +112,7 @@ REDIS_CLUSTER_MASTERS = 3  # the private Redis Cluster run.py starts for sk-redi
 POSTGRES_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
 # sk-postgresql's own table, so benchmark rows never mix with other users of DB `test`.
 POSTGRES_TABLE = "sessionkeeper_bench"
+ASGI_POSTGRES_TABLE = "sessionkeeper_bench_asgi"  # asgi-sk-postgresql's
 # raw-postgresql's table: one row per simulated session, dropped after the run.
 RAW_POSTGRES_TABLE = "sessionkeeper_bench_raw"
 MARIADB_HOST = "127.0.0.1"
@@ -149,7 +168,12 @@ class BenchSettings:
 
 
 def is_sessionkeeper_variant(variant: str) -> bool:
-    return variant.startswith("sk-")
+    return variant.startswith(("sk-", "asgi-sk-"))
+
+
+def is_asgi_variant(variant: str) -> bool:
+    """Variants of the Starlette app (asgi_app.py) under uvicorn."""
+    return variant.startswith("asgi-")
 
 
 def subprocess_env(extra: dict[str, str] | None = None) -> dict[str, str]:

@@ -12,7 +12,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from common import BENCH_DIR, ENV_SETTINGS, ENV_VARIANT, BenchSettings, free_port, subprocess_env
+from common import (
+    BENCH_DIR,
+    ENV_SETTINGS,
+    ENV_VARIANT,
+    BenchSettings,
+    free_port,
+    is_asgi_variant,
+    subprocess_env,
+)
 
 
 class BenchError(RuntimeError):
@@ -42,8 +50,9 @@ def http_get(port: int, path: str, cookie: str = "", timeout_s: float = 5.0) -> 
 def prepare_variant(variant: str, settings: BenchSettings, timeout_s: float = 60.0) -> None:
     """Build the app once in a child process (creates tables); raise with its error line."""
     env = subprocess_env({ENV_SETTINGS: settings.to_env()})
+    script = "asgi_app.py" if is_asgi_variant(variant) else "app.py"
     proc = subprocess.run(
-        [sys.executable, str(Path(__file__).with_name("app.py")), variant],
+        [sys.executable, str(Path(__file__).with_name(script)), variant],
         env=env,
         capture_output=True,
         text=True,
@@ -56,7 +65,8 @@ def prepare_variant(variant: str, settings: BenchSettings, timeout_s: float = 60
 
 
 class GunicornServer:
-    """`gunicorn -w N -k sync` for one variant on a spare loopback port."""
+    """`gunicorn -w N -k sync` (Flask) or `uvicorn --workers N` (ASGI) for one variant on
+    a spare loopback port."""
 
     def __init__(self, variant: str, settings: BenchSettings, workers: int, log_path: Path):
         self.variant = variant
@@ -68,32 +78,29 @@ class GunicornServer:
 
     def start(self, ready_timeout_s: float = 30.0) -> None:
         env = subprocess_env({ENV_VARIANT: self.variant, ENV_SETTINGS: self.settings.to_env()})
-        command = [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "--workers",
-            str(self.workers),
-            "--worker-class",
-            "sync",
-            "--bind",
-            f"127.0.0.1:{self.port}",
-            "--log-level",
-            "warning",
-            "--error-logfile",
-            str(self.log_path),
-            "app:create_app_from_env()",
-        ]
         # Own session so a stuck server can be stopped as a group by its own id.
-        self._proc = subprocess.Popen(
-            command,
-            cwd=BENCH_DIR,  # so no stray ./gunicorn.conf.py from the caller's cwd applies
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+        with self.log_path.open("ab") as log:
+            self._proc = subprocess.Popen(
+                self.command(),
+                cwd=BENCH_DIR,  # so no stray ./gunicorn.conf.py from the caller's cwd applies
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=log if is_asgi_variant(self.variant) else subprocess.DEVNULL,
+                start_new_session=True,
+            )
         self._wait_until_ready(ready_timeout_s)
+
+    def command(self) -> list[str]:
+        """gunicorn's sync workers for the Flask variants; uvicorn's worker processes
+        (the same number) for the ASGI ones."""
+        if is_asgi_variant(self.variant):
+            return [sys.executable, "-m", "uvicorn", "--factory", "asgi_app:create_app_from_env",
+                    "--workers", str(self.workers), "--host", "127.0.0.1",
+                    "--port", str(self.port), "--log-level", "warning", "--no-access-log"]
+        return [sys.executable, "-m", "gunicorn", "--workers", str(self.workers),
+                "--worker-class", "sync", "--bind", f"127.0.0.1:{self.port}",
+                "--log-level", "warning", "--error-logfile", str(self.log_path),
+                "app:create_app_from_env()"]
 
     def _wait_until_ready(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s

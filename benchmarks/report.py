@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from common import ROUTES, STORE_OF_VARIANT, VARIANTS
+from common import ROUTES, STORE_OF_VARIANT, VARIANTS, is_asgi_variant
 
 STORE_LABELS = {
     "redis": "Redis commands (INFO commandstats)",
@@ -25,6 +25,10 @@ NO_STORE_NOTE = {
     "fs-filesystem": "files (not counted)",
     "sk-filesystem": "files (not counted)",
     "sk-cachelib-files": "files (not counted)",
+    "asgi-plain": "no session",
+    "asgi-starlette-cookie": "cookie only",
+    "asgi-starsessions-cookie": "cookie only",
+    "asgi-sk-cookie": "cookie only",
 }
 
 
@@ -106,13 +110,52 @@ def summarize_route(group: list[Measurement], plain_by_rep: dict[int, float]) ->
     )
 
 
+def plain_of(variant: str) -> str:
+    """The variant whose /ping is this one's denominator: the same framework, no session."""
+    return "asgi-plain" if is_asgi_variant(variant) else "plain"
+
+
 def summarize(measurements: list[Measurement]) -> list[RouteSummary]:
     groups: dict[tuple[str, str], list[Measurement]] = {}
     for m in measurements:
         groups.setdefault((m.variant, m.route), []).append(m)
-    plain_by_rep = {m.rep: m.requests_per_s for m in groups.get(("plain", "/ping"), [])}
+    plains = {plain: {m.rep: m.requests_per_s for m in groups.get((plain, "/ping"), [])}
+              for plain in ("plain", "asgi-plain")}
     ordered = sorted(groups, key=lambda key: (VARIANTS.index(key[0]), ROUTES.index(key[1])))
-    return [summarize_route(groups[key], plain_by_rep) for key in ordered]
+    return [summarize_route(groups[key], plains[plain_of(key[0])]) for key in ordered]
+
+
+#: the ASGI targets: (what, variant and route, the other side, the least ratio)
+ASGI_TARGETS = (
+    ("/ping with a session cookie ≥ 0.95 x plain Starlette",
+     ("asgi-sk-redis", "/ping"), ("asgi-plain", "/ping"), 0.95),
+    ("cookie /ping ≥ 0.95 x plain Starlette",
+     ("asgi-sk-cookie", "/ping"), ("asgi-plain", "/ping"), 0.95),
+    ("Redis /read ≥ 0.95 x raw redis.asyncio /read",
+     ("asgi-sk-redis", "/read"), ("asgi-raw-redis", "/read"), 0.95),
+    ("cookie /read ≥ Starlette's SessionMiddleware",
+     ("asgi-sk-cookie", "/read"), ("asgi-starlette-cookie", "/read"), 1.0),
+    *((f"Redis {route} ahead of starsessions' Redis store",
+       ("asgi-sk-redis", route), ("asgi-starsessions-redis", route), 1.0)
+      for route in ROUTES),
+)
+
+
+def asgi_target_lines(summaries: list[RouteSummary]) -> list[str]:
+    """Each ASGI target met or not, as ratios of medians in this run."""
+    by_key = {(s.variant, s.route): s for s in summaries}
+    lines = []
+    for what, ours, theirs, least in ASGI_TARGETS:
+        a, b = by_key.get(ours), by_key.get(theirs)
+        if a is None or b is None or not b.median_rps:
+            continue
+        ratio = a.median_rps / b.median_rps
+        verdict = "met" if ratio >= least else "**not met**"
+        lines.append(f"- {what}: {ratio:.2f} ({a.median_rps:,.0f} vs {b.median_rps:,.0f} "
+                     f"req/s): {verdict}")
+    if not lines:
+        return []
+    return ["## ASGI targets", "", *lines, ""]
 
 
 def background_redis_ops_per_s(measurements: list[Measurement]) -> float | None:
@@ -145,7 +188,7 @@ def format_ops(summary: RouteSummary) -> tuple[str, str]:
 
 def results_table(summaries: list[RouteSummary]) -> list[str]:
     lines = [
-        "| Variant | Route | Median req/s | x plain /ping | Store ops/request | Breakdown |",
+        "| Variant | Route | Median req/s | x plain /ping¹ | Store ops/request | Breakdown |",
         "|---|---|---:|---:|---:|---|",
     ]
     for s in summaries:
@@ -156,6 +199,9 @@ def results_table(summaries: list[RouteSummary]) -> list[str]:
             f"| {s.variant} | `{s.route}` | {s.median_rps:,.0f} | {ratio} | {total} "
             f"| {breakdown}{flag} |"
         )
+    if any(is_asgi_variant(s.variant) for s in summaries):
+        lines += ["", "¹ Flask variants: ÷ plain Flask's `/ping` (`plain`); `asgi-*` variants: "
+                      "÷ plain Starlette's `/ping` (`asgi-plain`), same repetition."]
     return lines
 
 
@@ -227,6 +273,7 @@ def render_markdown(
         ]
     lines += ["![Throughput relative to plain Flask /ping](benchmarks.png)", ""]
     lines += ["## Results", "", *results_table(summaries), ""]
+    lines += asgi_target_lines(summaries)
     lines += variant_status_lines(statuses)
     lines += method_lines(meta, background_redis)
     lines += overhead_section(overhead)
@@ -244,6 +291,13 @@ def variant_status_lines(statuses: dict[str, str]) -> list[str]:
 
 
 METHOD_NOTES = """
+- ASGI variants (`asgi-*`, `benchmarks/asgi_app.py`): the same routes on a Starlette
+  app, served by uvicorn ({workers} worker processes, its default HTTP and event-loop
+  implementations) under the same wrk load. `asgi-starsessions-*` use starsessions'
+  `SessionMiddleware` and `SessionAutoloadMiddleware` (rolling sessions, as
+  sessionkeeper's refresh); `asgi-raw-redis` makes one `redis.asyncio` `GET` (`/read`)
+  or a `GET` and a `SET` (`/write`) from its handler, with no session layer.
+  sessionkeeper gets 40 store threads, as many as anyio's default pool.
 - Same Flask app (`benchmarks/app.py`) for every variant, served by gunicorn
   ({workers} sync workers) on 127.0.0.1 and loaded by
   `wrk -t{threads} -c{connections} -d{duration_s}s` from a separate process.

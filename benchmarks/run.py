@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from common import (
+    ASGI_POSTGRES_TABLE,
     DATABASE_OF_VARIANT,
     MARIADB_HOST,
     MARIADB_PORT,
@@ -45,6 +46,7 @@ from common import (
     STORE_OF_VARIANT,
     VARIANTS,
     BenchSettings,
+    is_asgi_variant,
     is_sessionkeeper_variant,
     sessionkeeper_import_error,
     subprocess_env,
@@ -193,6 +195,8 @@ def parse_variants(parser: argparse.ArgumentParser, text: str) -> list[str]:
     if unknown:
         parser.error(f"unknown variants {unknown}; choose from {', '.join(VARIANTS)}")
     wanted = {"plain", *requested}  # plain /ping is the denominator of every ratio
+    if any(is_asgi_variant(v) for v in requested):
+        wanted.add("asgi-plain")  # the ASGI rows' denominator
     return [v for v in VARIANTS if v in wanted]
 
 
@@ -381,7 +385,7 @@ def initial_statuses(variants: list[str], store_errors: dict[str, str]) -> dict[
 
 
 def routes_for(variant: str) -> tuple[str, ...]:
-    return ("/ping",) if variant == "plain" else ROUTES
+    return ("/ping",) if variant in ("plain", "asgi-plain") else ROUTES
 
 
 def start_checked_server(
@@ -392,7 +396,8 @@ def start_checked_server(
     server.start()
     try:
         cookies = (
-            [] if variant == "plain" else obtain_session_cookies(server.port, options.sessions)
+            [] if variant in ("plain", "asgi-plain")
+            else obtain_session_cookies(server.port, options.sessions)
         )
         check_route(server.port, "/ping", "", "pong")
         for cookie in cookies:
@@ -769,6 +774,7 @@ def clean_up_stores(options: Options, services: Services, key_prefix: str) -> No
     tables = {
         "sk-postgresql": (POSTGRES_URL, POSTGRES_TABLE),
         "raw-postgresql": (POSTGRES_URL, RAW_POSTGRES_TABLE),
+        "asgi-sk-postgresql": (POSTGRES_URL, ASGI_POSTGRES_TABLE),
         "sk-mariadb": (MARIADB_URL, MARIADB_TABLE),
     }
     for variant, (url, table) in tables.items():
