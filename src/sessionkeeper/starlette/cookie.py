@@ -1,6 +1,7 @@
 """Sessions in Starlette's own signed cookie: base64 of JSON under itsdangerous'
 ``TimestampSigner`` with the secret key (Starlette's defaults: salt
-``itsdangerous.Signer``, django-concat key derivation, HMAC-SHA1).
+``itsdangerous.Signer``, django-concat key derivation, HMAC-SHA1), made and checked by
+timestamp_signer.py.
 
 Cookies written by Starlette's ``SessionMiddleware`` read here and the other way
 round, so switching (or switching back) keeps every user logged in. A login binds the
@@ -17,8 +18,6 @@ from base64 import b64decode, b64encode
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from itsdangerous import BadSignature, TimestampSigner
-
 from .. import signals
 from ..backend import DELETE_COOKIE, CookieUpdate, logger
 from ..client_side import BROWSER_COOKIE_LIMIT, issue_cookie
@@ -27,6 +26,7 @@ from ..errors import UnserializableValue
 from ..model import LoadedState
 from ..serialization import ValueCodec
 from .session import Session
+from .timestamp_signer import BadTimestampSignature, TimestampSigner
 
 _FOREVER = float("inf")
 
@@ -67,7 +67,7 @@ class StarletteCookies:
         max_size: int = BROWSER_COOKIE_LIMIT,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        # itsdangerous signs with the last key and accepts any of them.
+        # Signs with the last key and accepts any of them, as itsdangerous' signer.
         self.signer = TimestampSigner([*fallbacks, secret_key])
         self.max_age = max_age
         self.cookie_name = cookie_name
@@ -108,10 +108,9 @@ class StarletteCookies:
 
     def _read(self, token: str) -> tuple[dict[str, Any], float] | None:
         try:
-            signed, stamp = self.signer.unsign(token.encode("utf-8"), max_age=self.max_age,
-                                               return_timestamp=True)
-        except BadSignature as exc:  # SignatureExpired included, as in Starlette
-            return self._reject(type(exc).__name__)
+            signed, stamp = self.signer.unsign(token.encode("utf-8"), max_age=self.max_age)
+        except BadTimestampSignature as exc:  # expired included, as in Starlette
+            return self._reject(str(exc))
         except UnicodeError:
             return self._reject("not ASCII")
         try:
@@ -121,7 +120,7 @@ class StarletteCookies:
             return self._reject(f"undecodable payload ({type(exc).__name__})")
         if not isinstance(data, dict):
             return self._reject("payload is not a mapping")
-        return data, stamp.timestamp()
+        return data, float(stamp)
 
     def _reject(self, why: str) -> None:
         logger.info("session cookie rejected (%s); starting a fresh session", why)

@@ -118,7 +118,7 @@ class SessionMiddleware:
             logger.error("%s; answering 503", exc)
             await _refuse(scope, send)
             return
-        session._device = Device.of(scope, self.device_info)
+        session._device = Device(scope, self.device_info)
         scope["session"] = session
         scope[SCOPE_KEY] = self  # for user_sessions(request)
         if scope["type"] == "websocket":
