@@ -163,3 +163,14 @@ def test_the_session_is_there_at_a_websocket_handshake() -> None:
     client.post("/login", json={"user": "u1"})
     with client.websocket_connect("/socket") as socket:
         assert socket.receive_json() == {"session": {}, "user": "u1"}
+
+
+def test_a_cookie_is_read_only_by_a_request_that_uses_the_session(
+        caplog: pytest.LogCaptureFixture) -> None:
+    browser = TestClient(make_app(), cookies={"session": "tampered.cookie.value"})
+    with caplog.at_level("INFO", logger="sessionkeeper"):
+        untouched = browser.get("/health")
+        assert untouched.text == "ok" and "vary" not in untouched.headers
+        assert "rejected" not in caplog.text  # its signature was never even checked
+        assert browser.get("/view").json() == {"session": {}, "user": None}
+        assert "session cookie rejected (signature does not match)" in caplog.text

@@ -77,8 +77,9 @@ class StarletteCookies:
 
     # -- open ----------------------------------------------------------------------
     def open(self, token: str | None) -> Session:
-        """The request's session; reading a cookie is CPU work only (no I/O)."""
-        return Session.preloaded(self.load(token), self.codec)
+        """The request's session, read (signature checked, JSON decoded) only when the
+        app first uses it: a request that never does costs nothing (no I/O either way)."""
+        return Session.lazy(lambda: self.load(token), self.codec)
 
     def load(self, token: str | None) -> LoadedState:
         now = self.clock()

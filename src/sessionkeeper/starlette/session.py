@@ -14,7 +14,7 @@ runs), so no access ever does I/O; ``accessed`` records that the app used it.
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from ..model import LoadedState, is_reserved
@@ -38,6 +38,13 @@ class Session(CoreSession, dict):  # type: ignore[misc]
         session._first_load()
         session.accessed = session.destroyed
         return session
+
+    @classmethod
+    def lazy(cls, loader: Callable[[], LoadedState], codec: ValueCodec) -> Session:
+        """A session read on first use: any mapping operation, or ``request.session``
+        (Starlette calls ``mark_accessed`` there, before the app can read the dict's own
+        storage, as ``json.dumps`` does). Only for sessions whose reading does no I/O."""
+        return cls(loader, codec)
 
     def _first_load(self) -> None:
         CoreSession._load(self)
@@ -81,8 +88,9 @@ class Session(CoreSession, dict):  # type: ignore[misc]
 
     # -- Starlette's session API ------------------------------------------------------
     def mark_accessed(self) -> None:
-        """Called by Starlette's ``request.session``: the response varies on the cookie."""
-        self.accessed = True
+        """Called by Starlette's ``request.session``: the response varies on the cookie,
+        and a lazy session is read now."""
+        self._load()
 
     def mark_modified(self) -> None:
         """Save the session even if nothing in it changed."""
