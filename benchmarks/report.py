@@ -205,8 +205,16 @@ def results_table(summaries: list[RouteSummary]) -> list[str]:
     return lines
 
 
+def instructions_section(overhead: dict[str, Any] | None) -> list[str]:
+    text = (overhead or {}).get("instructions")
+    if not text:
+        return []
+    return ["## Instructions per request (`benchmarks/instructions.py`)", "",
+            *text.strip().splitlines(), ""]
+
+
 def overhead_section(overhead: dict[str, Any] | None) -> list[str]:
-    if not overhead:
+    if not overhead or not ("error" in overhead or "variants" in overhead):
         return []
     if "error" in overhead:
         return ["## Session-layer overhead (in-process)", "", f"Not run: {overhead['error']}", ""]
@@ -277,6 +285,7 @@ def render_markdown(
     lines += variant_status_lines(statuses)
     lines += method_lines(meta, background_redis)
     lines += overhead_section(overhead)
+    lines += instructions_section(overhead)
     lines += machine_lines(meta)
     return "\n".join(lines).rstrip() + "\n"
 

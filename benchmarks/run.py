@@ -48,6 +48,7 @@ from common import (
     BenchSettings,
     is_asgi_variant,
     is_sessionkeeper_variant,
+    last_line,
     sessionkeeper_import_error,
     subprocess_env,
 )
@@ -101,6 +102,7 @@ class Options:
     seed: int
     docs_dir: Path
     overhead: bool
+    instructions: bool
     redis: str
     json_path: Path | None
     quick: bool
@@ -145,6 +147,10 @@ def parse_args(argv: list[str] | None) -> Options:
         "--no-overhead", action="store_true", help="skip the in-process overhead.py microbenchmark"
     )
     parser.add_argument(
+        "--no-instructions", action="store_true",
+        help="skip the instruction counts (instructions.py, ~6 min; not run with --quick)",
+    )
+    parser.add_argument(
         "--redis",
         choices=("shared", "private"),
         default="shared",
@@ -175,6 +181,7 @@ def parse_args(argv: list[str] | None) -> Options:
         seed=pick(args.seed, secrets.randbelow(1_000_000)),
         docs_dir=args.docs_dir,
         overhead=not args.no_overhead,
+        instructions=not (args.no_instructions or args.quick),
         redis=args.redis,
         json_path=args.json_path,
         quick=args.quick,
@@ -759,7 +766,21 @@ def run_all(
     overhead = None
     if services.redis_client is not None:
         overhead = run_overhead(options, work_dir, services.redis_port)
+    if options.instructions:  # (the report reads it from the overhead results)
+        overhead = {**(overhead or {}), "instructions": run_instructions(work_dir)}
     return measurements, state.statuses, reps_done, overhead
+
+
+def run_instructions(work_dir: Path) -> str:
+    """instructions.py's table (Markdown), or why it is missing."""
+    out = work_dir / "instructions.md"
+    print("instruction counts (callgrind):", flush=True)
+    proc = subprocess.run(
+        [sys.executable, str(Path(__file__).with_name("instructions.py")), "--markdown",
+         str(out)], env=subprocess_env(), capture_output=True, text=True, check=False)
+    if proc.returncode != 0 or not out.exists():
+        return f"Not measured: {last_line(proc.stderr) or proc.returncode}"
+    return out.read_text()
 
 
 def clean_up_stores(options: Options, services: Services, key_prefix: str) -> None:
