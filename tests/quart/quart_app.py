@@ -77,6 +77,18 @@ def make_app(config: dict[str, Any], instance_path: Path | str) -> Quart:
             session["count"] = session.get("count", 0) + 1
             await websocket.send(str(session["count"]))
 
+    @app.websocket("/ws-saved")
+    async def saved_counter() -> None:
+        """Saves each count at once (``await session.save()``); "check" answers whether
+        the session still lives (``await session.revalidate()``)."""
+        while (command := await websocket.receive()) != "stop":
+            if command == "check":
+                await websocket.send("alive" if await session.revalidate() else "ended")
+                continue
+            session["count"] = session.get("count", 0) + 1
+            await session.save()
+            await websocket.send(str(session["count"]))
+
     return app
 
 

@@ -330,6 +330,40 @@ async def test_a_websocket_cannot_start_a_session(tmp_path: Path,
 
 
 @in_event_loop
+async def test_a_websocket_saves_at_once_and_sees_a_logout_made_elsewhere(
+        tmp_path: Path) -> None:
+    app = make_app({"SESSION_TYPE": "sqlite",
+                    "SESSION_SQLITE_PATH": str(tmp_path / "s.sqlite3")}, tmp_path)
+    browser = Browser(app)
+    await browser.post("/set", json={"count": 1})
+    headers = {"Cookie": f"session={browser.cookie}"}
+    async with app.test_client().websocket("/ws-saved", headers=headers) as socket:
+        await socket.send("count")
+        assert await socket.receive() == "2"
+        # saved while the socket is still open: another tab sees it now
+        assert (await (await browser.get("/view")).get_json())["session"] == {"count": 2}
+        await socket.send("check")
+        assert await socket.receive() == "alive"
+        await browser.post("/logout")
+        await socket.send("check")
+        assert await socket.receive() == "ended"
+
+
+@in_event_loop
+async def test_a_websocket_cannot_save_a_cookie_session(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    app = make_app({"SESSION_TYPE": "cookie"}, tmp_path)
+    browser = Browser(app)
+    await browser.post("/set", json={"count": 1})
+    headers = {"Cookie": f"session={browser.cookie}"}
+    async with app.test_client().websocket("/ws-saved", headers=headers) as socket:
+        await socket.send("count")
+        await closed_by_the_app(socket)  # the handler failed: no count came back
+    assert ("a cookie session cannot be saved on an open websocket" in caplog.text
+            and "a SESSION_TYPE that keeps sessions on the server" in caplog.text)
+
+
+@in_event_loop
 async def test_login_records_the_device(tmp_path: Path) -> None:
     app = make_app({"SESSION_TYPE": "memory", "SESSION_DEVICE_INFO": ["user_agent", "ip"]},
                    tmp_path)

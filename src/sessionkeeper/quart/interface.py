@@ -16,7 +16,7 @@ from typing import Any
 
 from quart import Quart, request
 from quart.sessions import SessionInterface, SessionMixin
-from quart.wrappers import BaseRequestWebsocket, Response
+from quart.wrappers import BaseRequestWebsocket, Response, Websocket
 from werkzeug.wrappers import Response as WerkzeugResponse
 
 from ..backend import CookieUpdate, SessionBackend, logger
@@ -29,6 +29,7 @@ from ..model import LoadedState
 from ..server_side import ServerSideSessions
 from ..settings import Settings
 from ..signing import KeyRing
+from ..sockets import SocketSessions
 from ..store_steps import run_async
 from .session import QuartSession, device_of
 from .threads import StoreThreads
@@ -51,6 +52,9 @@ class QuartSessionInterface(SessionInterface):
         self.backend = backend
         self.settings = settings
         self.threads = threads
+        self.sockets = SocketSessions(
+            backend if isinstance(backend, ServerSideSessions) else None, threads.run,
+            store_hint="a SESSION_TYPE that keeps sessions on the server")
         # Cookie attributes, keys and lifetime read from app.config at request time, as
         # Quart reads them; a cookie session is Quart's own, so no SameSite unless set.
         self.live = LiveConfig(self, self._use_keys, self._use_lifetime,
@@ -96,6 +100,8 @@ class QuartSessionInterface(SessionInterface):
         fields = self.settings.device_info
         if fields:
             session._describe_device = device_of(request, fields)
+        if isinstance(request, Websocket):
+            session._sockets = self.sockets  # no response to save on: the handler may
         return session
 
     def _codec(self) -> Any:

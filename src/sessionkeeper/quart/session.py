@@ -15,14 +15,16 @@ from quart.wrappers import BaseRequestWebsocket
 from ..model import LoadedState
 from ..model import Session as CoreSession
 from ..serialization import ValueCodec
+from ..sockets import SavedBySocket
 
 #: longer user agents are cut: they only help a person recognise a device
 MAX_USER_AGENT_LENGTH = 256
 
 
-class QuartSession(CoreSession, SessionMixin):  # type: ignore[misc]
+class QuartSession(SavedBySocket, SessionMixin):  # type: ignore[misc]
     """A core session (``login()``, ``logout()``, ``regenerate()``, ``user_id``...) that
-    is also Quart's ``SessionMixin``."""
+    is also Quart's ``SessionMixin``; on a websocket, ``await save()`` and
+    ``await revalidate()`` (sessionkeeper/sockets.py)."""
 
     #: set by the interface: what login() records of the device (SESSION_DEVICE_INFO)
     _describe_device: Callable[[], dict[str, str | None]] | None = None

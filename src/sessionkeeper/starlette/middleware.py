@@ -20,13 +20,13 @@ from ..errors import StoreUnavailable
 from ..serialization import ValueCodec
 from ..server_side import DEFAULT_ROTATION_GRACE, ServerSideSessions
 from ..settings import device_fields
+from ..sockets import SocketSessions
 from ..store_steps import run_async
 from .accounts import SCOPE_KEY
 from .cookie import StarletteCookies
 from .devices import Device
 from .first_use import CheckedOnFirstUse
 from .session import Session
-from .sockets import SocketSessions
 from .stores import server_sessions, store_from
 from .threads import DEFAULT_STORE_THREADS, StoreThreads
 
@@ -103,7 +103,7 @@ class SessionMiddleware:
                 max_age=max_age, codec=codec, key_prefix=key_prefix,
                 rotation_grace=rotation_grace, breaker_seconds=breaker_seconds)
         self.threads = StoreThreads(store_threads)
-        self.sockets = SocketSessions(self.server, self.threads)
+        self.sockets = SocketSessions(self.server, self.threads.run)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan" and self.unchecked is not None:

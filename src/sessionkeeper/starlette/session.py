@@ -20,13 +20,14 @@ from typing import Any
 from ..model import LoadedState, is_reserved
 from ..model import Session as CoreSession
 from ..serialization import ValueCodec
+from ..sockets import SavedBySocket
 from .devices import Device
-from .sockets import SocketSessions
 
 
-class Session(CoreSession, dict):  # type: ignore[misc]
+class Session(SavedBySocket, dict):  # type: ignore[misc]
     """A mapping as Starlette's session is, plus ``login()``, ``logout()``,
-    ``regenerate()``, ``user_id`` and the rest of sessionkeeper's session."""
+    ``regenerate()``, ``user_id`` and the rest of sessionkeeper's session, and on a
+    websocket ``await save()`` and ``await revalidate()`` (sockets.py)."""
 
     @classmethod
     def preloaded(cls, state: LoadedState, codec: ValueCodec) -> Session:
@@ -52,8 +53,6 @@ class Session(CoreSession, dict):  # type: ignore[misc]
             self._decode_all()
         dict.update(self, {k: v for k, v in self._values.items() if not is_reserved(k)})
 
-    #: set by the middleware on a websocket's session: its store work (sockets.py)
-    _sockets: SocketSessions | None = None
     #: set by the middleware: what login() records of the device (devices.py)
     _device: Device | None = None
 
@@ -63,28 +62,6 @@ class Session(CoreSession, dict):  # type: ignore[misc]
         super().login(user_id)
         if self._device is not None and self._device.fields:
             self.record_device(self._device.describe())
-
-    # -- websockets ---------------------------------------------------------------------
-    async def save(self) -> None:
-        """Save the changes now, from a websocket endpoint (an HTTP response saves the
-        session itself). A session ended meanwhile (a logout elsewhere) is not
-        recreated. Raises ``StoreUnavailable`` when the store is down, and
-        ``RuntimeError`` for what a socket cannot do: save a cookie session, or give the
-        browser a new session id (``login()``, ``regenerate()``, a first save)."""
-        if self._sockets is None:
-            raise RuntimeError("session.save() is for websocket endpoints: an HTTP "
-                               "response saves the session as it starts")
-        await self._sockets.save(self)
-
-    async def revalidate(self) -> bool:
-        """False when the session was ended since the socket opened (a logout, a
-        revocation, expiry); True while it lives. For a long-lived websocket, which no
-        later request re-checks. Cookie sessions have nothing on the server to ask:
-        True."""
-        if self._sockets is None:
-            raise RuntimeError("session.revalidate() is for websocket endpoints: every "
-                               "HTTP request already reads the session afresh")
-        return await self._sockets.revalidate(self)
 
     # -- Starlette's session API ------------------------------------------------------
     def mark_accessed(self) -> None:
