@@ -15,6 +15,7 @@ from __future__ import annotations
 import builtins
 import contextlib
 import hashlib
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -204,3 +205,30 @@ class CookieUserSessions:
     def _signal(self, user_id: str, scope: str) -> None:
         logger.info("cookie sessions revoked (%s)", scope)
         signals.session_revoked.send(self.backend, log_id="-", user_id=user_id, scope=scope)
+
+
+class AsyncUserSessions:
+    """``await`` forms of :class:`UserSessions`, each call run by ``run_in_thread``
+    (an integration's store threads), so an event loop never waits on the store."""
+
+    def __init__(self, sessions: UserSessions,
+                 run_in_thread: Callable[..., Awaitable[Any]]) -> None:
+        self._sessions = sessions
+        self._run = run_in_thread
+
+    async def list(self, user_id: str | int,
+                   current: str | None = None) -> builtins.list[SessionInfo]:
+        """The user's live sessions, most recently seen first; ``current`` (the asking
+        request's ``session.sid``) is marked ``current=True``."""
+        found: builtins.list[SessionInfo] = await self._run(self._sessions.list, user_id, current)
+        return found
+
+    async def revoke(self, user_id: str | int, handle: str) -> bool:
+        """End the session ``handle`` names if it is one of the user's; True if it was."""
+        revoked: bool = await self._run(self._sessions.revoke, user_id, handle)
+        return revoked
+
+    async def revoke_all(self, user_id: str | int, keep: str | None = None) -> int:
+        """End every session of the user but ``keep`` (a session id); how many ended."""
+        ended: int = await self._run(self._sessions.revoke_all, user_id, keep)
+        return ended

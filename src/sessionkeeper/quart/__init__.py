@@ -12,8 +12,11 @@ except ModuleNotFoundError as exc:
         name=exc.name,
     ) from exc
 
+from ..accounts import AsyncUserSessions
+from .accounts import user_sessions
 from .extension import Session, SessionKeeperState
 from .interface import QuartSessionInterface
 from .session import QuartSession
 
-__all__ = ["QuartSession", "QuartSessionInterface", "Session", "SessionKeeperState"]
+__all__ = ["AsyncUserSessions", "QuartSession", "QuartSessionInterface", "Session",
+           "SessionKeeperState", "user_sessions"]

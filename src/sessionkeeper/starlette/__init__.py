@@ -6,7 +6,8 @@
     app.add_middleware(SessionMiddleware, secret_key="...", store="redis://127.0.0.1:6379/0")
 """
 
-from .accounts import AsyncUserSessions, user_sessions
+from ..accounts import AsyncUserSessions
+from .accounts import user_sessions
 from .from_starsessions import (
     SessionAutoloadMiddleware,
     get_session_id,
