@@ -15,7 +15,7 @@ from quart import Quart, session
 from quart_helpers import Browser, in_event_loop
 
 from sessionkeeper.quart import Session  # was: from quart_session import Session
-from sessionkeeper.quart.quart_session import redis_url_of
+from sessionkeeper.stores.redis_async import url_of_async_client as redis_url_of
 
 
 @pytest.fixture

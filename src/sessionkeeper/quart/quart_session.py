@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import MutableMapping
 from typing import Any
-from urllib.parse import quote
 
 
 def adapt_quart_session_config(config: MutableMapping[str, Any]) -> None:
@@ -19,21 +18,9 @@ def adapt_quart_session_config(config: MutableMapping[str, Any]) -> None:
         return
     try:
         from redis.asyncio import Redis as AsyncRedis
+
+        from ..stores.redis_async import url_of_async_client
     except ImportError:
         return
     if isinstance(client, AsyncRedis):
-        config["SESSION_REDIS"] = redis_url_of(client)
-
-
-def redis_url_of(client: Any) -> str:
-    """The ``redis://`` (or ``unix://``) URL a ``redis.asyncio`` client connects to."""
-    options = client.connection_pool.connection_kwargs
-    user, password = options.get("username"), options.get("password")
-    auth = ""
-    if password:
-        auth = f"{quote(user or '', safe='')}:{quote(password, safe='')}@"
-    db = options.get("db") or 0
-    if options.get("path"):
-        return f"unix://{auth}{options['path']}?db={db}"
-    scheme = "rediss" if any(key.startswith("ssl") for key in options) else "redis"
-    return f"{scheme}://{auth}{options.get('host', 'localhost')}:{options.get('port', 6379)}/{db}"
+        config["SESSION_REDIS"] = url_of_async_client(client)

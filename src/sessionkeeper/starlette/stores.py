@@ -28,6 +28,7 @@ from ..serialization import ValueCodec
 from ..server_side import DEFAULT_ROTATION_GRACE, ServerSideSessions
 from ..settings import Settings
 from ..stores.base import SessionStore
+from .async_clients import sync_driver_url, url_of_async_client
 from .first_use import CheckedOnFirstUse
 from .session import Session
 
@@ -41,9 +42,9 @@ ACCEPTED = (
     "an SQLAlchemy URL ('postgresql+psycopg2://...', 'mysql+pymysql://...', "
     "'sqlite+pysqlite:///...'; ?table=Name), 'mongodb://...' (mongodb+srv://), "
     "'dynamodb://' (AWS) or 'dynamodb://host:port' (a local server; ?table=Name&region=r); "
-    "or a client object: redis.Redis or RedisCluster, a pymemcache client, an SQLAlchemy "
-    "Engine, a pymongo MongoClient, a boto3 DynamoDB client or resource, a cachelib cache; "
-    "or a sessionkeeper SessionStore")
+    "or a client object: redis.Redis or RedisCluster (or a redis.asyncio client), a "
+    "pymemcache client, an SQLAlchemy Engine (or AsyncEngine), a pymongo MongoClient, a "
+    "boto3 DynamoDB client or resource, a cachelib cache; or a sessionkeeper SessionStore")
 #: schemes SQLAlchemy URLs start with when they name no driver
 _SQL_SCHEMES = ("postgresql", "mysql", "mariadb", "oracle", "mssql")
 #: the top-level module of a driver's classes -> SESSION_TYPE, and the setting that
@@ -64,6 +65,9 @@ def store_from(spec: Any, *, codec: ValueCodec, key_prefix: str) -> SessionStore
     if isinstance(spec, SessionStore):
         return spec
     if not isinstance(spec, str):
+        async_client_url = url_of_async_client(spec)
+        if async_client_url is not None:
+            return store_from(async_client_url, codec=codec, key_prefix=key_prefix)
         session_type, setting = _client_kind(spec)
         return _configured(session_type, {setting: spec}, codec, key_prefix)
     scheme, sep, _ = spec.partition("://")
@@ -159,9 +163,10 @@ def _sqlalchemy(url: str, codec: ValueCodec, key_prefix: str) -> SessionStore:
                                  "pip install 'sessionkeeper[sqlalchemy]'") from exc
     config: dict[str, Any] = {"SESSION_SQLALCHEMY": url}
     try:
-        parsed = sa.make_url(url)
+        parsed = sync_driver_url(sa.make_url(url))
     except sa.exc.ArgumentError:
         return _configured("sqlalchemy", config, codec, key_prefix)  # which says why
+    config["SESSION_SQLALCHEMY"] = parsed
     if "table" in parsed.query:
         config = {"SESSION_SQLALCHEMY": parsed.difference_update_query(["table"]),
                   "SESSION_SQLALCHEMY_TABLE": parsed.query["table"]}

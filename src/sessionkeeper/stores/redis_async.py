@@ -17,6 +17,7 @@ import os
 import weakref
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import quote
 
 import redis
 import redis.asyncio.connection as async_connection
@@ -153,3 +154,19 @@ class AsyncDirectCommands:
         connection = self._connection_class(**self._kwargs)
         await connection.connect()
         return connection
+
+
+def url_of_async_client(client: Any) -> str:
+    """The ``redis://`` (``rediss://``, ``unix://``) URL a ``redis.asyncio`` client
+    connects to, credentials included: where a client the app built for its own async
+    code is given to a store, the store connects there with connections of its own."""
+    options = client.connection_pool.connection_kwargs
+    user, password = options.get("username"), options.get("password")
+    auth = ""
+    if password:
+        auth = f"{quote(user or '', safe='')}:{quote(password, safe='')}@"
+    db = options.get("db") or 0
+    if options.get("path"):
+        return f"unix://{auth}{options['path']}?db={db}"
+    scheme = "rediss" if any(key.startswith("ssl") for key in options) else "redis"
+    return f"{scheme}://{auth}{options.get('host', 'localhost')}:{options.get('port', 6379)}/{db}"

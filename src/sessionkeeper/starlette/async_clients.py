@@ -1,0 +1,64 @@
+"""Async clients and async driver URLs given to ``store=``, served by the same server's
+blocking driver in the middleware's store threads.
+
+An ASGI app often has a ``redis.asyncio`` client or an SQLAlchemy ``AsyncEngine`` (or
+its ``postgresql+asyncpg://`` URL) already. The stores are written once, in blocking
+form (docs/architecture.md), so such a client stands for its server: the store connects
+there with the blocking driver (Redis then reads natively again, redis_async.py).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import Any
+
+from ..errors import ConfigurationError
+
+#: async SQLAlchemy drivers -> the blocking drivers of the same databases, in preference
+_SYNC_DRIVERS = {
+    "asyncpg": ("psycopg2", "psycopg"),
+    "psycopg_async": ("psycopg",),
+    "psycopg": ("psycopg",),  # psycopg 3 is both; SQLAlchemy picks by the engine kind
+    "aiomysql": ("pymysql", "mysqldb"),
+    "asyncmy": ("pymysql", "mysqldb"),
+    "aiosqlite": ("pysqlite",),
+}
+#: SQLAlchemy driver names -> the module that must be importable
+_DRIVER_MODULES = {"psycopg2": "psycopg2", "psycopg": "psycopg", "pymysql": "pymysql",
+                   "mysqldb": "MySQLdb", "pysqlite": "sqlite3"}
+
+
+def url_of_async_client(client: object) -> str | None:
+    """The URL to build the store from when ``client`` is an async client that stands
+    for its server (a ``redis.asyncio`` client, an SQLAlchemy ``AsyncEngine``); None for
+    anything else. An async MongoDB client is refused with what to pass instead."""
+    module = type(client).__module__
+    if module.startswith("redis.asyncio"):
+        from ..stores.redis_async import url_of_async_client as redis_url
+
+        return redis_url(client)
+    if module.startswith("sqlalchemy.ext.asyncio"):
+        url = getattr(client, "url", None)
+        if url is not None:
+            return str(url.render_as_string(hide_password=False))
+    if module.startswith("pymongo.asynchronous") or module.startswith("motor"):
+        raise ConfigurationError(
+            "store= takes a pymongo MongoClient or a mongodb:// URL, not an async MongoDB "
+            "client: the MongoDB store runs in the middleware's store threads")
+    return None
+
+
+def sync_driver_url(url: Any) -> Any:
+    """``url`` (an SQLAlchemy URL) with an async driver replaced by a blocking driver of
+    the same database that is installed; other URLs as they are."""
+    backend, _, driver = url.drivername.partition("+")
+    candidates = _SYNC_DRIVERS.get(driver)
+    if candidates is None:
+        return url
+    for candidate in candidates:
+        if importlib.util.find_spec(_DRIVER_MODULES[candidate]) is not None:
+            return url.set(drivername=f"{backend}+{candidate}")
+    raise ConfigurationError(
+        f"{url.drivername}: the store runs in threads, with a blocking driver of the same "
+        f"database; install one of {', '.join(candidates)} "
+        f"(e.g. pip install {'psycopg2-binary' if candidates[0] == 'psycopg2' else candidates[0]})")
