@@ -8,6 +8,7 @@ threads."""
 from __future__ import annotations
 
 import secrets
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -23,6 +24,7 @@ from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
 from sessionkeeper.starlette import SessionMiddleware
+from sessionkeeper.stores.redis import DEFAULT_TIMEOUT
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 
@@ -149,3 +151,22 @@ def test_connections_close_with_their_event_loop() -> None:
     for _ in range(3):  # three more loops one after the other, as test clients make them
         assert anyio.run(served_while_the_store_threads_are_busy, app) == 200
     assert connections() == after_one_loop  # (the threads' connections stay, for reuse)
+
+
+def test_a_frozen_redis_answers_503_after_the_timeout_and_recovers(
+        private_redis: RedisServer) -> None:
+    app = session_app(f"redis://127.0.0.1:{private_redis.port}/0", breaker_seconds=0)
+    process = private_redis._processes.procs[private_redis.port]  # type: ignore[attr-defined]
+    with TestClient(app) as browser:
+        browser.post("/set", json={"a": 1})
+        assert browser.get("/view").json()["session"] == {"a": 1}
+        process.send_signal(signal.SIGSTOP)  # connections stay open; nothing answers
+        try:
+            started = time.monotonic()
+            frozen = browser.get("/view")
+            waited = time.monotonic() - started
+        finally:
+            process.send_signal(signal.SIGCONT)
+        assert frozen.status_code == 503 and "temporarily unavailable" in frozen.text
+        assert DEFAULT_TIMEOUT - 0.5 < waited < DEFAULT_TIMEOUT + 3  # the store's timeout
+        assert browser.get("/view").json()["session"] == {"a": 1}  # a new connection

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from typing import Any
 from urllib.parse import quote
 
@@ -80,7 +81,10 @@ class AsyncDirectCommands:
 
     def __init__(self, connection_class: type, kwargs: dict[str, Any]) -> None:
         self._connection_class = connection_class
-        self._kwargs = kwargs
+        # One deadline for a whole command (send and reply) instead of redis-py's own
+        # wait_for around each of the two, which costs a task and a timer apiece.
+        self._timeout: float | None = kwargs.get("socket_timeout")
+        self._kwargs = {**kwargs, "socket_timeout": None}
         #: per event loop, connections not in use
         self.idle: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, list[Any]] = (
             weakref.WeakKeyDictionary())
@@ -139,8 +143,13 @@ class AsyncDirectCommands:
                         args: tuple[EncodableT, ...]) -> Any:
         try:
             packed = [_pack(args)] if _pack is not None else connection.pack_command(*args)
-            await connection.send_packed_command(packed, check_health=False)
-            reply = await connection.read_response()
+            if self._timeout is None:
+                reply = await _send_and_read(connection, packed)
+            else:
+                reply = await _within(self._timeout, _send_and_read(connection, packed))
+        except (TimeoutError, asyncio.TimeoutError) as exc:  # (two classes on 3.10)
+            await connection.disconnect(nowait=True)
+            raise redis.TimeoutError(f"no reply within {self._timeout}s") from exc
         except redis.ResponseError:
             idle.append(connection)  # an error reply leaves the connection in step
             raise
@@ -154,6 +163,19 @@ class AsyncDirectCommands:
         connection = self._connection_class(**self._kwargs)
         await connection.connect()
         return connection
+
+
+async def _send_and_read(connection: Any, packed: list[bytes]) -> Any:
+    await connection.send_packed_command(packed, check_health=False)
+    return await connection.read_response()
+
+
+async def _within(seconds: float, work: Awaitable[Any]) -> Any:
+    """``await work``, or TimeoutError after ``seconds``."""
+    if sys.version_info >= (3, 11):
+        async with asyncio.timeout(seconds):  # no task, one timer handle
+            return await work
+    return await asyncio.wait_for(work, seconds)  # pragma: no cover - Python 3.10
 
 
 def url_of_async_client(client: Any) -> str:
