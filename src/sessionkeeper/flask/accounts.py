@@ -18,25 +18,14 @@ from flask import session as flask_session
 
 from ..accounts import CookieUserSessions, SessionInfo, UserSessions, handle_of_key
 from ..client_side import CookieSessions
+from ..device_info import device_info
 from ..model import Session
 from ..server_side import ServerSideSessions
-
-#: longer user agents are cut: they only help a person recognise a device
-MAX_USER_AGENT_LENGTH = 256
 
 
 def device_of_request(fields: Iterable[str]) -> dict[str, str | None]:
     """What SESSION_DEVICE_INFO asks to record about the requesting device."""
-    wanted = set(fields)
-    info: dict[str, str | None] = {}
-    if "user_agent" in wanted:
-        agent = request.headers.get("User-Agent")
-        info["user_agent"] = agent[:MAX_USER_AGENT_LENGTH] if agent else None
-    if "ip" in wanted:
-        # remote_addr is the proxy's address unless the app trusts X-Forwarded-For
-        # (werkzeug's ProxyFix): sessionkeeper cannot know which proxies to trust.
-        info["ip"] = request.remote_addr
-    return info
+    return device_info(fields, request.headers.get("User-Agent"), request.remote_addr)
 
 
 class FlaskUserSessions:

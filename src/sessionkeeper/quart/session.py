@@ -12,13 +12,11 @@ from collections.abc import Callable, Iterable
 from quart.sessions import SessionMixin
 from quart.wrappers import BaseRequestWebsocket
 
+from ..device_info import device_info
 from ..model import LoadedState
 from ..model import Session as CoreSession
 from ..serialization import ValueCodec
 from ..sockets import SavedBySocket
-
-#: longer user agents are cut: they only help a person recognise a device
-MAX_USER_AGENT_LENGTH = 256
 
 
 class QuartSession(SavedBySocket, SessionMixin):  # type: ignore[misc]
@@ -62,16 +60,9 @@ def device_of(request: BaseRequestWebsocket,
               fields: Iterable[str]) -> Callable[[], dict[str, str | None]]:
     """What SESSION_DEVICE_INFO asks to record about ``request``'s device, described
     when a login asks (most requests never log in)."""
-    wanted = set(fields)
+    wanted = tuple(fields)
 
     def describe() -> dict[str, str | None]:
-        info: dict[str, str | None] = {}
-        if "user_agent" in wanted:
-            agent = request.headers.get("User-Agent")
-            info["user_agent"] = agent[:MAX_USER_AGENT_LENGTH] if agent else None
-        if "ip" in wanted:
-            # The peer's address: a proxy's, unless the server trusts X-Forwarded-For.
-            info["ip"] = request.remote_addr
-        return info
+        return device_info(wanted, request.headers.get("User-Agent"), request.remote_addr)
 
     return describe

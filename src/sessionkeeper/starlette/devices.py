@@ -8,7 +8,7 @@ from typing import Any
 
 from starlette.types import Scope
 
-MAX_USER_AGENT_LENGTH = 256
+from ..device_info import device_info
 
 
 class Device:
@@ -24,13 +24,6 @@ class Device:
         self.client: Any = scope.get("client")
 
     def describe(self) -> dict[str, str | None]:
-        info: dict[str, str | None] = {}
-        if "user_agent" in self.fields:
-            agent = next((value for key, value in self.headers if key == b"user-agent"), None)
-            info["user_agent"] = (agent.decode("latin-1")[:MAX_USER_AGENT_LENGTH]
-                                  if agent else None)
-        if "ip" in self.fields:
-            # The peer's address: a proxy's, unless the server is told to trust
-            # X-Forwarded-For (uvicorn --forwarded-allow-ips, ProxyHeadersMiddleware).
-            info["ip"] = self.client[0] if self.client else None
-        return info
+        agent = next((value for key, value in self.headers if key == b"user-agent"), None)
+        return device_info(self.fields, agent.decode("latin-1") if agent else None,
+                           self.client[0] if self.client else None)
