@@ -2,7 +2,9 @@
 
 ``make_app(**middleware_options)`` builds it in-process; ``app`` is the same app built
 from the environment, for uvicorn: ``SK_STORE`` ("cookie" or a store URL),
-``SK_SECRET_KEY``, and ``SK_SQLITE_TIMEOUT`` (seconds an SQLite write waits for a lock).
+``SK_SECRET_KEY``, ``SK_SQLITE_TIMEOUT`` (seconds an SQLite write waits for a lock) and
+``SK_MAX_AGE`` (session lifetime, seconds). ``cachelib+redis://host:port/db`` stands for a
+cachelib ``RedisCache`` (an object, as cachelib has no URL of its own).
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from starlette.websockets import WebSocket
 
 from sessionkeeper.starlette import SessionMiddleware
 from sessionkeeper.stores.sqlite import SQLiteStore
+
+CACHELIB_REDIS = "cachelib+redis://"
 
 
 def _body(request: Request | WebSocket) -> dict[str, Any]:
@@ -117,8 +121,18 @@ def _from_environment() -> Starlette:
         store = None
     elif store.startswith("sqlite:///") and timeout:
         store = SQLiteStore(store.removeprefix("sqlite:///"), timeout=float(timeout))
+    elif store.startswith(CACHELIB_REDIS):
+        from cachelib import RedisCache
+
+        address, _, db = store.removeprefix(CACHELIB_REDIS).partition("/")
+        host, _, port = address.partition(":")
+        store = RedisCache(host, int(port), db=int(db or 0))
+    options: dict[str, Any] = {}
+    if "SK_MAX_AGE" in os.environ:
+        options["max_age"] = int(os.environ["SK_MAX_AGE"])
     return make_app(os.environ.get("SK_SECRET_KEY", "test secret"), store=store,
-                    breaker_seconds=float(os.environ.get("SK_BREAKER_SECONDS", "5")))
+                    breaker_seconds=float(os.environ.get("SK_BREAKER_SECONDS", "5")),
+                    **options)
 
 
 app = _from_environment() if os.environ.get("SK_STORE") else None
