@@ -25,6 +25,7 @@ from common import (
     MARIADB_TABLE,
     POSTGRES_TABLE,
     RAW_DYNAMODB_TABLE,
+    RAW_MARIADB_TABLE,
     RAW_POSTGRES_TABLE,
     READ_BODY,
     REDIS_HOST,
@@ -217,6 +218,119 @@ def configure_raw_memcached(app: Flask, settings: BenchSettings) -> None:
 
     install_raw_routes(app, load, save)
 
+
+def configure_raw_memcached_cas(app: Flask, settings: BenchSettings) -> None:
+    """The memcached ceiling for a store that writes with compare-and-set (as
+    sessionkeeper's does, so concurrent writers lose nothing): `gets` per /read,
+    `gets` + `cas` per /write."""
+    from pymemcache.client.base import Client
+
+    configure_plain(app, settings)
+    client = Client(("127.0.0.1", settings.memcached_port), no_delay=True)
+    prefix = f"{settings.key_prefix}rawcas:"
+    tokens: dict[str, bytes] = {}  # the cas token of the last gets, per entry
+
+    def load(entry_id: str) -> bytes | None:
+        value, token = client.gets(prefix + entry_id)
+        if token is not None:
+            tokens[entry_id] = token
+        return value  # type: ignore[no-any-return]
+
+    def save(entry_id: str, value: bytes) -> None:
+        token = tokens.pop(entry_id, None)
+        if token is None:
+            client.set(prefix + entry_id, value, noreply=False)  # /login's fresh id
+        else:
+            client.cas(prefix + entry_id, value, token, noreply=False)
+
+    install_raw_routes(app, load, save)
+
+
+def configure_raw_sqlite(app: Flask, settings: BenchSettings) -> None:
+    """The SQLite ceiling: one primary-key SELECT per /read, SELECT + UPDATE per /write,
+    on one autocommit connection per worker to a WAL file (as sessionkeeper's store)."""
+    import sqlite3
+
+    install_sql_counter(app, "sqlite")
+    configure_plain(app, settings)
+    connection = sqlite3.connect(data_path(settings, "raw.sqlite3"), isolation_level=None,
+                                 check_same_thread=False, timeout=10)
+    connection.execute("PRAGMA journal_mode=WAL")
+    connection.execute("PRAGMA synchronous=NORMAL")
+    connection.execute("CREATE TABLE IF NOT EXISTS raw (key TEXT PRIMARY KEY, data BLOB)")
+
+    def load(entry_id: str) -> bytes | None:
+        row = connection.execute("SELECT data FROM raw WHERE key = ?", (entry_id,)).fetchone()
+        return bytes(row[0]) if row is not None else None
+
+    def save(entry_id: str, value: bytes) -> None:
+        connection.execute("INSERT OR REPLACE INTO raw (key, data) VALUES (?, ?)",
+                           (entry_id, value))
+
+    install_raw_routes(app, load, save)
+
+
+def configure_raw_mariadb(app: Flask, settings: BenchSettings) -> None:
+    """The MariaDB ceiling: one primary-key SELECT per /read, SELECT + UPDATE per
+    /write, on one autocommit pymysql connection per worker."""
+    import pymysql
+
+    install_sql_counter(app, "mariadb")
+    configure_plain(app, settings)
+    url = sa_url(settings.mariadb_url)
+    connection = pymysql.connect(host=url.host, port=url.port or 3306, user=url.username,
+                                 password=url.password or "", database=url.database,
+                                 autocommit=True, connect_timeout=5)
+    table = f"`{RAW_MARIADB_TABLE}`"
+    with connection.cursor() as cursor:
+        cursor.execute(f"CREATE TABLE IF NOT EXISTS {table} "
+                       "(`key` VARCHAR(64) PRIMARY KEY, data BLOB NOT NULL)")
+
+    def load(entry_id: str) -> bytes | None:
+        with connection.cursor() as cursor:
+            cursor.execute(f"SELECT data FROM {table} WHERE `key` = %s", (entry_id,))
+            row = cursor.fetchone()
+        return bytes(row[0]) if row is not None else None
+
+    def save(entry_id: str, value: bytes) -> None:
+        with connection.cursor() as cursor:
+            cursor.execute(f"INSERT INTO {table} (`key`, data) VALUES (%s, %s) "
+                           "ON DUPLICATE KEY UPDATE data = VALUES(data)", (entry_id, value))
+
+    install_raw_routes(app, load, save)
+
+
+def configure_raw_filesystem(app: Flask, settings: BenchSettings) -> None:
+    """The files ceiling: one file read per /read, a read and an atomic replace (write a
+    temporary file, rename it over) per /write, one file per entry."""
+    import os
+    import tempfile
+
+    configure_plain(app, settings)
+    directory = data_path(settings, "raw-files")
+    os.makedirs(directory, exist_ok=True)
+
+    def load(entry_id: str) -> bytes | None:
+        try:
+            with open(os.path.join(directory, entry_id), "rb") as f:
+                return f.read()
+        except FileNotFoundError:
+            return None
+
+    def save(entry_id: str, value: bytes) -> None:
+        handle, temporary = tempfile.mkstemp(dir=directory)
+        with os.fdopen(handle, "wb") as f:
+            f.write(value)
+        os.replace(temporary, os.path.join(directory, entry_id))
+
+    install_raw_routes(app, load, save)
+
+
+def sa_url(url: str) -> Any:
+    """An SQLAlchemy URL's parts (host, port, user, password, database)."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url)
 
 def libpq_url(sqlalchemy_url: str) -> str:
     """'postgresql+psycopg2://...' (SQLAlchemy) as the 'postgresql://...' psycopg2 takes."""
@@ -484,6 +598,10 @@ CONFIGURERS: dict[str, Configurer] = {
     "raw-memcached": configure_raw_memcached,
     "raw-postgresql": configure_raw_postgresql,
     "raw-dynamodb": configure_raw_dynamodb,
+    "raw-memcached-cas": configure_raw_memcached_cas,
+    "raw-sqlite": configure_raw_sqlite,
+    "raw-mariadb": configure_raw_mariadb,
+    "raw-filesystem": configure_raw_filesystem,
     "fs-redis": configure_fs_redis,
     "fs-memcached": configure_fs_memcached,
     "fs-sqlalchemy-sqlite": configure_fs_sqlalchemy_sqlite,

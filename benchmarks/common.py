@@ -29,6 +29,10 @@ VARIANTS: tuple[str, ...] = (
     "raw-memcached",
     "raw-postgresql",
     "raw-dynamodb",
+    "raw-memcached-cas",
+    "raw-sqlite",
+    "raw-mariadb",
+    "raw-filesystem",
     "fs-redis",
     "fs-memcached",
     "fs-sqlalchemy-sqlite",
@@ -68,6 +72,10 @@ STORE_OF_VARIANT: dict[str, str] = {
     "raw-memcached": "memcached",
     "raw-postgresql": "sql",
     "raw-dynamodb": "dynamodb",
+    "raw-memcached-cas": "memcached",
+    "raw-sqlite": "sql",
+    "raw-mariadb": "sql",
+    "raw-filesystem": "none",
     "fs-redis": "redis",
     "fs-memcached": "memcached",
     "fs-sqlalchemy-sqlite": "sql",
@@ -103,6 +111,7 @@ STORE_OF_VARIANT: dict[str, str] = {
 # Variants that need a shared database server; run.py checks it answers before the run.
 DATABASE_OF_VARIANT: dict[str, str] = {
     "sk-mariadb": "mariadb",
+    "raw-mariadb": "mariadb",
 }
 
 REDIS_HOST = "127.0.0.1"
@@ -120,6 +129,7 @@ MARIADB_PORT = 3306
 MARIADB_URL = f"mysql+pymysql://root@{MARIADB_HOST}:{MARIADB_PORT}/test"
 # sk-mariadb's own table in MariaDB's DB `test`, dropped after the run.
 MARIADB_TABLE = "sessionkeeper_bench_mariadb"
+RAW_MARIADB_TABLE = "sessionkeeper_bench_mariadb_raw"  # raw-mariadb's
 # dynalite (a DynamoDB-compatible server on Node.js, from npm), where .ci/dynalite.sh puts
 # it; the runner starts a private one in memory, so its tables vanish when it stops.
 DYNALITE_BINARY = "/opt/sessionkeeper-node/node_modules/.bin/dynalite"

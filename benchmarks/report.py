@@ -23,6 +23,7 @@ NO_STORE_NOTE = {
     "sk-cookie-permanent": "cookie only",
     "sk-cookie-throttled": "cookie only",
     "fs-filesystem": "files (not counted)",
+    "raw-filesystem": "files (not counted)",
     "sk-filesystem": "files (not counted)",
     "sk-cachelib-files": "files (not counted)",
     "asgi-plain": "no session",

@@ -35,6 +35,7 @@ from common import (
     MARIADB_URL,
     POSTGRES_TABLE,
     POSTGRES_URL,
+    RAW_MARIADB_TABLE,
     RAW_POSTGRES_TABLE,
     READ_BODY,
     REDIS_CLUSTER_MASTERS,
@@ -797,6 +798,7 @@ def clean_up_stores(options: Options, services: Services, key_prefix: str) -> No
         "raw-postgresql": (POSTGRES_URL, RAW_POSTGRES_TABLE),
         "asgi-sk-postgresql": (POSTGRES_URL, ASGI_POSTGRES_TABLE),
         "sk-mariadb": (MARIADB_URL, MARIADB_TABLE),
+        "raw-mariadb": (MARIADB_URL, RAW_MARIADB_TABLE),
     }
     for variant, (url, table) in tables.items():
         if variant not in options.variants or DATABASE_OF_VARIANT.get(variant) in services.errors:
