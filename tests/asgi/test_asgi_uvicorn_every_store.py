@@ -22,9 +22,9 @@ import pytest
 import requests
 import sqlalchemy as sa
 from providers import sqlalchemy_mariadb, sqlalchemy_postgresql
+from providers.mongodb import NO_SERVER as NO_MONGODB
 from servers import (
     mongodb_url,
-    require,
     start_dynalite,
     start_memcached,
     start_or_skip,
@@ -104,7 +104,8 @@ def _store(kind: str, stack: ExitStack, workdir: Path) -> Served:
         return Served(kind, f"dynamodb://127.0.0.1:{dynalite.port}?table=Sessions",
                       dynalite.kill)
     url = mongodb_url()
-    require(url is not None, "MongoDB server: set MONGODB_URL to a real server")
+    if url is None:  # the one server CI may lack: no package source ships mongod
+        pytest.skip(NO_MONGODB)
     return Served(kind, f"{url.rstrip('/')}/sk_{secrets.token_hex(4)}")
 
 
