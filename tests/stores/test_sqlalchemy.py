@@ -599,6 +599,61 @@ def test_a_read_straight_from_the_driver_equals_one_through_core(db_url: str,
         store.close()
 
 
+@pytest.mark.parametrize("backend", [*BACKENDS, "mariadb-connector"], indirect=True)
+def test_saves_and_refreshes_straight_from_the_driver_equal_ones_through_core(
+        db_url: str, table: str) -> None:
+    """The same saves (a delta, a new user, a stale version that must re-read and merge,
+    a refresh) sent straight to the driver and through Core leave the same rows."""
+    store = SQLAlchemyStore(engine_from_url(db_url), table=table, owns_engine=True)
+    codec = ValueCodec()
+    try:
+        store.check()
+        rows_left: list[tuple[Any, ...]] = []
+        for through_core in (False, True):
+            key = f"session:{secrets.token_hex(8)}"
+            store.create(key, record({"cart": [1], "gone": "x"}, user_id="Laowang é"))
+            with contextlib.ExitStack() as stack:
+                if through_core:
+                    stack.enter_context(recorded_statements(store.engine))
+                assert store.reads_directly is not through_core
+                loaded = store.load(key, time.time())
+                assert loaded is not None
+                first = delta({"cart": [1, "二"]}, deleted={"gone"})
+                first.version, first.user_id, first.user_id_changed = (
+                    loaded.version, "Ada é", True)
+                first.accessed_at, first.expires_at, first.permanent = 10.0, 9e9, False
+                assert store.update(key, first)
+                stale = delta({"n": 2})  # saved from the version loaded before `first`
+                stale.version = loaded.version
+                stale.accessed_at, stale.expires_at = 20.0, 9e9 + 1
+                assert store.update(key, stale)
+                assert store.touch(key, 30.0, 9e9 + 2)
+                assert not store.update(f"session:{secrets.token_hex(8)}", delta({"n": 3}))
+            stored = store.load(key, time.time())
+            assert stored is not None
+            assert {k: codec.decode(v) for k, v in stored.values.items()} == {
+                "cart": [1, "二"], "n": 2}
+            assert (stored.user_id, stored.permanent, stored.accessed_at,
+                    stored.expires_at) == ("Ada é", True, 30.0, 9e9 + 2)
+            assert stored.version == 3
+            rows_left.append((stored.created_at, stored.accessed_at, stored.expires_at,
+                              stored.permanent, stored.user_id, int(stored.version)))
+        assert rows_left[0][1:] == rows_left[1][1:]
+    finally:
+        store.close()
+
+
+def test_sqlalchemy_on_a_sqlite_file_syncs_as_the_embedded_store(tmp_path: Path) -> None:
+    """WAL with synchronous=NORMAL, as the embedded store: not one fsync per request."""
+    engine = engine_from_url(f"sqlite:///{tmp_path / 'sessions.sqlite3'}")
+    try:
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+            assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL
+    finally:
+        engine.dispose()
+
+
 @pytest.mark.parametrize("backend", SERVERS, indirect=True)
 def test_statement_listeners_and_echo_still_see_every_session_read(
         make_app: MakeApp, db_url: str, table: str, caplog: pytest.LogCaptureFixture) -> None:

@@ -39,7 +39,7 @@ import weakref
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, TypeVar, cast
+from typing import Any, Protocol, TypeVar, cast
 
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
@@ -49,7 +49,7 @@ from ..errors import ConfigurationError, StoreUnavailable, UndecodableRecord
 from ..serialization import ValueCodec
 from ..settings import Settings, seconds
 from .base import SessionRecord, SessionStore, SessionUpdate
-from .sql_direct import DirectSelect, direct_select
+from .sql_direct import DirectStatement, direct_statement
 from .sql_limits import (
     DataLimit,
     SQLRecordTooLarge,
@@ -299,9 +299,29 @@ class SQLAlchemyStore(SessionStore):
         ).where(t.c.key == sa.bindparam("k"), t.c.expires_at > sa.bindparam("now"))
         self._read_current = sa.select(t.c.data, t.c.version).where(
             t.c.key == sa.bindparam("k"))
+        # The optimistic save (with and without a new user_id) and the refresh; bind
+        # names differ from the columns', which SQLAlchemy keeps for itself.
+        saved = {"data": sa.bindparam("d"), "version": sa.bindparam("nv"),
+                 "accessed_at": sa.bindparam("a"), "expires_at": sa.bindparam("e"),
+                 "permanent": sa.bindparam("p")}
+        versioned = sa.update(t).where(t.c.key == sa.bindparam("k"),
+                                       t.c.version == sa.bindparam("v"))
+        self._save_row = versioned.values(saved)
+        self._save_row_and_user = versioned.values({**saved, "user_id": sa.bindparam("u")})
+        self._refresh_row = sa.update(t).where(t.c.key == sa.bindparam("k")).values(
+            accessed_at=sa.bindparam("a"), expires_at=sa.bindparam("e"))
         self._dialect = engine.dialect
+        watchdog = _WATCHDOGS.get(engine)
         #: the read every request makes, straight to the driver when it allows
-        self._direct_load = direct_select(engine, self._load, _WATCHDOGS.get(engine))
+        self._direct_load = direct_statement(engine, self._load, watchdog)
+        #: the writes of a save and a refresh, straight to the driver on our own
+        #: autocommit engines (elsewhere Core commits, as the app's engine expects)
+        self._direct_writes: dict[Any, DirectStatement] | None = None
+        if self._direct_load is not None and not self._commits:
+            self._direct_writes = {
+                statement: DirectStatement(engine, statement, watchdog)
+                for statement in (self._read_current, self._save_row,
+                                  self._save_row_and_user, self._refresh_row)}
         #: the most bytes of data a row takes (None: no known limit); for MariaDB/MySQL
         #: and SQLite asked once (at check(), or the first write), for PostgreSQL fixed
         self._limit: DataLimit | None = (postgresql_limit()
@@ -354,9 +374,15 @@ class SQLAlchemyStore(SessionStore):
         False for other drivers, and while the engine has execute listeners or echo."""
         return self._direct_read() is not None
 
-    def _direct_read(self) -> DirectSelect | None:
+    def _direct_read(self) -> DirectStatement | None:
         direct = self._direct_load
         return direct if direct is not None and not direct.watched() else None
+
+    def _direct_runner(self) -> _DirectRunner | None:
+        """The save's statements straight to the driver, when this engine allows now."""
+        if self._direct_writes is None or self._direct_read() is None:
+            return None
+        return _DirectRunner(self._direct_writes, self._dialect)
 
     # -- interface -------------------------------------------------------------------
     @_retry_on_disconnect
@@ -436,12 +462,12 @@ class SQLAlchemyStore(SessionStore):
         return stored is not None and bytes(stored) == data
 
     def _insert(self, key: str, record: SessionRecord, data: bytes) -> None:
-        with self._connection() as conn:
-            self._send(conn, sa.insert(self.table).values(
+        with self._connection() as conn, self._sending(len(data)):
+            conn.execute(sa.insert(self.table).values(
                 key=key, data=data, created_at=record.created_at,
                 accessed_at=record.accessed_at, expires_at=record.expires_at,
                 permanent=record.permanent, user_id=record.user_id, version=1,
-            ), len(data))
+            ))
             self._commit(conn)
 
     # -- sizes ------------------------------------------------------------------------
@@ -472,11 +498,12 @@ class SQLAlchemyStore(SessionStore):
                 return None  # a server (or proxy) that does not say: no check
             return mysql_limit(int(packet)) if packet else None
 
-    def _send(self, conn: sa.Connection, statement: Any, size: int) -> Any:
-        """Execute a statement carrying ``size`` bytes of data; the server refusing it as
+    @contextmanager
+    def _sending(self, size: int) -> Iterator[None]:
+        """Around a statement carrying ``size`` bytes of data: the server refusing it as
         too large (its limit was lowered since it was asked) is SQLRecordTooLarge."""
         try:
-            return conn.execute(statement)
+            yield
         except sa_exc.DBAPIError as exc:
             if not is_packet_too_large(exc.orig or exc):
                 raise
@@ -493,52 +520,60 @@ class SQLAlchemyStore(SessionStore):
         if update.user_id_changed:
             _check_user_id(update.user_id)
         seen = _seen_at_load(key, update.version)
+        direct = self._direct_runner()
+        if direct is not None:
+            with self._turns, self._translated_errors():
+                return self._save(key, seen, update, direct)
         with self._connection() as conn:
-            for attempt in range(MAX_SAVE_ATTEMPTS):
-                if seen is None:
-                    row = conn.execute(self._read_current, {"k": key}).first()
-                    if row is None:
-                        conn.rollback()
-                        return False  # destroyed meanwhile (a logout): never recreate it
-                    seen = _Seen(key, row.version,
-                                 unpack_values(self.name, self.codec, row.data))
-                if self._write(conn, seen, update):
-                    self._commit(conn)
-                    return True
-                # Another request saved first. End this transaction so the re-read sees
-                # its row (REPEATABLE READ would keep showing the old one), then retry.
-                conn.rollback()
-                seen = None
-                _back_off(attempt)
+            return self._save(key, seen, update, _CoreRunner(conn, self._commits))
+
+    def _save(self, key: str, seen: _Seen | None, update: SessionUpdate,
+              runner: _Runner) -> bool:
+        """The optimistic save: merge the delta into the row as read, write it if still
+        at that version, else read it again and retry."""
+        for attempt in range(MAX_SAVE_ATTEMPTS):
+            if seen is None:
+                row = runner.first(self._read_current, {"k": key})
+                if row is None:
+                    runner.rollback()
+                    return False  # destroyed meanwhile (a logout): never recreate it
+                seen = _Seen(key, row[1], unpack_values(self.name, self.codec, row[0]))
+            if self._write(runner, seen, update):
+                runner.commit()
+                return True
+            # Another request saved first. End this transaction so the re-read sees
+            # its row (REPEATABLE READ would keep showing the old one), then retry.
+            runner.rollback()
+            seen = None
+            _back_off(attempt)
         raise StoreUnavailable(
             self.name, f"the session kept changing concurrently; gave up after "
                        f"{MAX_SAVE_ATTEMPTS} attempts and kept nothing")
 
-    def _write(self, conn: sa.Connection, seen: _Seen, update: SessionUpdate) -> bool:
+    def _write(self, runner: _Runner, seen: _Seen, update: SessionUpdate) -> bool:
         """Write the merged row if it is still at the version read; True when it was."""
-        t = self.table
         data = self._packed(update.apply_to(seen.values))
-        changes: dict[str, Any] = {
-            "data": data,
-            "version": seen.version + 1,
-            "accessed_at": update.accessed_at,
-            "expires_at": update.expires_at,
-            "permanent": update.permanent,
+        params: dict[str, Any] = {
+            "k": seen.key, "v": seen.version, "d": data, "nv": seen.version + 1,
+            "a": update.accessed_at, "e": update.expires_at, "p": update.permanent,
         }
+        statement = self._save_row
         if update.user_id_changed:
-            changes["user_id"] = update.user_id
-        result = self._send(conn, sa.update(t).where(
-            t.c.key == seen.key, t.c.version == seen.version).values(changes), len(data))
-        return bool(result.rowcount)
+            statement, params["u"] = self._save_row_and_user, update.user_id
+        with self._sending(len(data)):
+            return bool(runner.rowcount(statement, params))
 
     @_retry_on_deadlock
     @_retry_on_disconnect
     def touch(self, key: str, accessed_at: float, expires_at: float, *,
               version: Any = None) -> bool:
-        t = self.table
+        params = {"k": key, "a": accessed_at, "e": expires_at}
+        direct = self._direct_runner()
+        if direct is not None:
+            with self._turns, self._translated_errors():
+                return bool(direct.rowcount(self._refresh_row, params))
         with self._connection() as conn:
-            touched = conn.execute(sa.update(t).where(t.c.key == key).values(
-                accessed_at=accessed_at, expires_at=expires_at)).rowcount
+            touched = conn.execute(self._refresh_row, params).rowcount
             self._commit(conn)
         return bool(touched)
 
@@ -627,6 +662,65 @@ def _table_in(metadata: sa.MetaData, name: str, schema: str | None) -> sa.Table:
             f"the SQLAlchemy metadata already has a table {existing.fullname!r} of another "
             "layout (one of the app's models?): set SESSION_SQLALCHEMY_TABLE to another name")
     return existing
+
+
+class _Runner(Protocol):
+    """Runs the save's statements: through Core on a Connection, or straight to the
+    driver (stores/sql_direct.py). Parameters are given as Core takes them."""
+
+    def first(self, statement: Any, params: dict[str, Any]) -> Any: ...
+
+    def rowcount(self, statement: Any, params: dict[str, Any]) -> int: ...
+
+    def commit(self) -> None: ...
+
+    def rollback(self) -> None: ...
+
+
+class _CoreRunner:
+    def __init__(self, conn: sa.Connection, commits: bool) -> None:
+        self._conn, self._commits = conn, commits
+
+    def first(self, statement: Any, params: dict[str, Any]) -> Any:
+        return self._conn.execute(statement, params).first()
+
+    def rowcount(self, statement: Any, params: dict[str, Any]) -> int:
+        return int(self._conn.execute(statement, params).rowcount)
+
+    def commit(self) -> None:
+        if self._commits:
+            self._conn.commit()
+
+    def rollback(self) -> None:
+        self._conn.rollback()
+
+
+class _DirectRunner:
+    """Every statement commits by itself (the engine is in autocommit): nothing to end."""
+
+    def __init__(self, statements: dict[Any, DirectStatement], dialect: sa.Dialect) -> None:
+        self._statements, self._dialect = statements, dialect
+
+    def first(self, statement: Any, params: dict[str, Any]) -> Any:
+        return self._statements[statement].first(self._for_driver(params))
+
+    def rowcount(self, statement: Any, params: dict[str, Any]) -> int:
+        return self._statements[statement].rowcount(self._for_driver(params))
+
+    def commit(self) -> None:
+        pass
+
+    def rollback(self) -> None:
+        pass
+
+    def _for_driver(self, params: dict[str, Any]) -> dict[str, Any]:
+        """The conversions Core's bind processors would make: keys and user ids are
+        UTF-8 bytes on MariaDB/MySQL (ExactString)."""
+        converted = dict(params)
+        converted["k"] = _KEY_TYPE.process_bind_param(params["k"], self._dialect)
+        if "u" in params:
+            converted["u"] = _USER_TYPE.process_bind_param(params["u"], self._dialect)
+        return converted
 
 
 def _seen_at_load(key: str, version: Any) -> _Seen | None:

@@ -112,7 +112,6 @@ class SQLiteStore(SessionStore):
             # Autocommit mode: single statements commit alone; writes take BEGIN IMMEDIATE.
             conn = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None)
             use_wal(conn, self.timeout)
-            conn.execute("PRAGMA synchronous=NORMAL")
             conn.executescript(_SCHEMA.format(t=self.table))
         except (sqlite3.Error, OSError) as exc:
             raise StoreUnavailable(f"sqlite at {self.path}", exc) from exc

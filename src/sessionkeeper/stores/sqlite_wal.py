@@ -30,12 +30,18 @@ def use_wal(connection: Any, timeout: float) -> None:
     The first switch to WAL needs an exclusive lock, and SQLite answers "database is
     locked" at once, without waiting for the busy timeout, to connections that race for it
     (gunicorn workers starting together). They try again until ``timeout`` has passed.
+
+    Commits then sync as WAL is meant to be run (``synchronous=NORMAL``): a commit
+    survives the app crashing, and only the last ones can be lost if the machine loses
+    power, for one fsync per checkpoint instead of one per request (twice the writes
+    per second). Both SQL stores open their files this way.
     """
     deadline = time.monotonic() + timeout
     while True:
         cursor = connection.cursor()
         try:
             cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
             return
         except sqlite3.OperationalError as exc:
             if "locked" not in str(exc) or time.monotonic() >= deadline:
