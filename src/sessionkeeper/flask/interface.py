@@ -125,8 +125,7 @@ class SessionKeeperInterface(SessionInterface):
         if update.delete:
             response.delete_cookie(cookie.name, **cookie.options)
         else:
-            response.set_cookie(cookie.name, update.value or "", max_age=update.max_age,
-                                **cookie.options)
+            cookie.set_cookie.add_to(response, update.value or "", update.max_age)
 
     def _maybe_cleanup(self, session: Session) -> None:
         # SESSION_CLEANUP_N_REQUESTS: about one request in N (that used the session)

@@ -19,6 +19,7 @@ from flask import Flask
 from ..cookie_rules import DEFAULT_SAMESITE, check_cookie_attributes, samesite_or_default
 from ..settings import DEFAULT_LIFETIME, seconds
 from ..signing import KeyRing
+from .set_cookie import SetCookie
 
 #: the app.config keys whose change re-resolves the session settings
 WATCHED_KEYS = (
@@ -36,6 +37,8 @@ class CookieSettings:
 
     name: str
     options: dict[str, Any]
+    #: its Set-Cookie header, attributes formatted once
+    set_cookie: SetCookie
 
 
 class LiveConfig:
@@ -91,14 +94,15 @@ class LiveConfig:
                                        self._unset_samesite)
         check_cookie_attributes(name, domain=domain, path=path, secure=secure,
                                 samesite=samesite)
-        return CookieSettings(name, {
+        options = {
             "domain": domain,
             "path": path,
             "secure": secure,
             "httponly": interface.get_cookie_httponly(app),
             "samesite": samesite,
             "partitioned": interface.get_cookie_partitioned(app),
-        })
+        }
+        return CookieSettings(name, options, SetCookie(name, options))
 
 
 def with_lifetime(policy: Any, lifetime: float, refresh_each_request: bool) -> Any:

@@ -214,8 +214,7 @@ class QuartSessionInterface(SessionInterface):
         if update.delete:
             response.delete_cookie(cookie.name, **cookie.options)
         else:
-            response.set_cookie(cookie.name, update.value or "", max_age=update.max_age,
-                                **cookie.options)
+            cookie.set_cookie.add_to(response, update.value or "", update.max_age)
 
 
 def _writes_to_store(backend: SessionBackend, session: QuartSession) -> bool:
