@@ -3,10 +3,13 @@ update and refresh from the event loop (redis.asyncio) as a single server does: 
 requests are served while every store thread is busy, 50 concurrent writers of one
 session lose nothing, and on trio the calls go back to the threads. Through Sentinel
 the master is looked up as the sync client looks it up: a master that is down answers
-503 at once, and after a failover the new master is found."""
+503 at once, one that is frozen after the store's timeout, and after a failover the new
+master is found. Connections close with their event loop."""
 
 from __future__ import annotations
 
+import secrets
+import signal
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -19,6 +22,8 @@ from redis.cluster import RedisCluster
 from redis.sentinel import Sentinel
 from servers import RedisSentinel, ServerGroup, start_or_skip, start_redis_cluster
 from starlette.testclient import TestClient
+
+from sessionkeeper.stores.redis import DEFAULT_TIMEOUT
 
 
 @pytest.fixture(scope="module")
@@ -103,6 +108,24 @@ def test_a_login_and_a_logout_answer_as_on_one_server(store: Any) -> None:
     assert browser.get("/view").json() == {"session": {}, "user": None}
 
 
+def test_connections_close_with_their_event_loop(sentinel: RedisSentinel,
+                                                 cluster: ServerGroup) -> None:
+    name = f"sk-ha-loops-{secrets.token_hex(4)}"
+    sentinel_master = Sentinel([(sentinel.host, sentinel.port)]).master_for(
+        sentinel.master_name, client_name=name)
+    host, port = cluster[0]
+    for store, ports in ((sentinel_master, [sentinel.master_port]),
+                         (RedisCluster(host=host, port=port, client_name=name),
+                          [node_port for _, node_port in cluster])):
+        app = session_app(store)
+        for _ in range(6):  # loops one after the other, as test clients make them
+            assert anyio.run(served_while_the_store_threads_are_busy, app) == 200
+        time.sleep(0.2)  # the server notices a closed connection promptly, not at once
+        named = sum(client["name"] == name for node_port in ports
+                    for client in redis.Redis(sentinel.host, node_port).client_list())
+        assert named <= len(ports)  # the threads' connections, kept for reuse
+
+
 # -- Sentinel failover ----------------------------------------------------------------
 @pytest.fixture
 def replicated() -> Iterator[RedisSentinel]:
@@ -156,3 +179,23 @@ def test_a_failover_while_the_master_runs_is_followed(replicated: RedisSentinel)
         new_master = redis.Redis(replicated.host, replicated.master_port)
         assert new_master.info("replication")["role"] == "master"
         assert new_master.dbsize() == 1  # the session was written there
+
+
+def test_a_frozen_master_answers_503_after_the_timeout_and_recovers() -> None:
+    server = start_or_skip(RedisSentinel)
+    process = server._processes.procs[server.master_port]
+    try:
+        app = session_app(sentinel_url(server), breaker_seconds=0)
+        with TestClient(app) as browser:
+            browser.post("/set", json={"a": 1})
+            assert browser.get("/view").json()["session"] == {"a": 1}
+            process.send_signal(signal.SIGSTOP)  # connections stay open; nothing answers
+            try:
+                frozen, waited = timed(lambda: browser.get("/view"))
+            finally:
+                process.send_signal(signal.SIGCONT)
+            assert frozen.status_code == 503 and "temporarily unavailable" in frozen.text
+            assert DEFAULT_TIMEOUT - 0.5 < waited < DEFAULT_TIMEOUT + 3  # one deadline
+            assert browser.get("/view").json()["session"] == {"a": 1}  # a new connection
+    finally:
+        server.stop()
