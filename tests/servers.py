@@ -352,19 +352,21 @@ def start_redis(port: int | None = None) -> RedisServer:
 
 
 class RedisSentinel:
-    """A redis master plus one sentinel (quorum 1) monitoring it.
+    """A redis master plus one sentinel (quorum 1) monitoring it, and ``replicas``
+    replicas of the master (a failover needs one).
 
     Unpacks as ``(sentinel_host, sentinel_port, master_name)``.
     """
 
-    def __init__(self, master_name: str = "sessionkeeper") -> None:
-        binary = _binary("redis-server")
+    def __init__(self, master_name: str = "sessionkeeper", replicas: int = 0) -> None:
+        self._binary = binary = _binary("redis-server")
         _binary("redis-cli")
         self._processes = procs = _Processes("redis-sentinel")
         self.host = HOST
         self.master_name = master_name
         try:
             self.master_port = procs.launch(_redis_argv(binary, procs.dir), _redis_pings)
+            self.replica_ports = [self._start_replica() for _ in range(replicas)]
 
             def sentinel_argv(p: int) -> list[str]:
                 # Sentinel rewrites its config file, so it must be a real file.
@@ -386,20 +388,60 @@ class RedisSentinel:
                 return "flags" in lines and lines[lines.index("flags") + 1] == "master"
 
             _wait(connected, "redis sentinel connected to its master")
+            if replicas:
+                # The sentinel learns of replicas from the master's INFO (every 10 s).
+                _wait(lambda: _redis_cli(self.port, "sentinel", "replicas", master_name)
+                      .count("slave") >= replicas, "redis sentinel seeing the replicas")
         except BaseException:
             procs.stop()
             raise
 
+    def _start_replica(self) -> int:
+        argv = _redis_argv(self._binary, self._processes.dir)
+
+        def replica_argv(port: int) -> list[str]:
+            return [*argv(port), "--replicaof", HOST, str(self.master_port)]
+
+        port = self._processes.launch(replica_argv, _redis_pings)
+        _wait(lambda: "master_link_status:up" in _redis_cli(port, "info", "replication"),
+              "redis replica in sync")
+        return port
+
     def __iter__(self) -> Iterator[str | int]:
         return iter((self.host, self.port, self.master_name))
+
+    def kill_master(self) -> None:
+        """Stop the current master (its replicas and the sentinel stay)."""
+        self._processes.kill(self.master_port)
+
+    def failover(self) -> None:
+        """Make a replica the master now (not after the sentinel's 5 s of silence) and
+        wait until the sentinel names it and it accepts writes."""
+        previous = self.master_port
+        answer = _redis_cli(self.port, "sentinel", "failover", self.master_name)
+        if "OK" not in answer and "INPROG" not in answer:
+            raise ServerUnavailable(f"sentinel failover refused: {answer}")
+
+        def promoted() -> bool:
+            # SENTINEL MASTER, not GET-MASTER-ADDR-BY-NAME: that names the promoted
+            # replica before the failover ends, the master list (which clients read) after.
+            fields = _redis_cli(self.port, "sentinel", "master", self.master_name).split()
+            state = dict(zip(fields[::2], fields[1::2], strict=False))
+            if state.get("port") in (None, str(previous)) or state.get("flags") != "master":
+                return False
+            self.master_port = int(state["port"])
+            return "role:master" in _redis_cli(self.master_port, "info", "replication")
+
+        _wait(promoted, "redis sentinel failover")
 
     def stop(self) -> None:
         self._processes.stop()
 
 
-def start_redis_sentinel() -> RedisSentinel:
-    """Start a dedicated redis master and one sentinel monitoring it."""
-    return RedisSentinel()
+def start_redis_sentinel(replicas: int = 0) -> RedisSentinel:
+    """Start a dedicated redis master, ``replicas`` replicas of it and one sentinel
+    monitoring it."""
+    return RedisSentinel(replicas=replicas)
 
 
 _mongod_url: str | None = None

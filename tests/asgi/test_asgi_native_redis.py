@@ -9,30 +9,20 @@ from __future__ import annotations
 
 import secrets
 import signal
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import anyio
-import httpx
 import pytest
 import redis
-from asgi_app import ROUTES
+from native_redis import fifty_writers, served_while_the_store_threads_are_busy, session_app
 from servers import RedisServer, start_or_skip, start_redis
-from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
-from sessionkeeper.starlette import SessionMiddleware
 from sessionkeeper.stores.redis import DEFAULT_TIMEOUT
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
-
-
-def session_app(store: str, **options: Any) -> SessionMiddleware:
-    """The middleware itself (its store threads are reachable), around the test routes."""
-    return SessionMiddleware(Starlette(routes=ROUTES), secret_key="test secret", store=store,
-                             key_prefix=f"native-{secrets.token_hex(4)}:", **options)
 
 
 @pytest.fixture
@@ -42,30 +32,6 @@ def private_redis() -> Iterator[RedisServer]:
         yield server
     finally:
         server.stop()
-
-
-async def served_while_the_store_threads_are_busy(
-        app: SessionMiddleware, method: str = "GET", path: str = "/view",
-        wait_before: float = 0.0) -> int:
-    """The status of a request of a session holding {"a": 1}, made while the app's only
-    store thread is held; 0 when it waited for that thread."""
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                 base_url="http://test") as browser:
-        token = (await browser.post("/set", json={"a": 1})).cookies["session"]
-        browser.cookies.set("session", token)
-        await anyio.sleep(wait_before)
-        release = threading.Event()
-        async with anyio.create_task_group() as tasks:
-            tasks.start_soon(app.threads.run, lambda: release.wait(10))
-            await anyio.sleep(0.05)  # the thread is taken
-            try:
-                with anyio.fail_after(2):
-                    answer = await browser.request(method, path, json={"b": 2})
-                return answer.status_code if answer.json()["session"]["a"] == 1 else -1
-            except TimeoutError:
-                return 0
-            finally:
-                release.set()
 
 
 def test_a_read_needs_no_store_thread_on_asyncio() -> None:
@@ -90,18 +56,6 @@ def test_a_store_without_native_calls_waits_for_its_thread(tmp_path: Any) -> Non
     app = session_app(f"sqlite:///{tmp_path / 's.db'}", store_threads=1)
     assert anyio.run(served_while_the_store_threads_are_busy, app) == 0
     assert anyio.run(served_while_the_store_threads_are_busy, app, "POST", "/set") == 0
-
-
-async def fifty_writers(app: SessionMiddleware) -> dict[str, Any]:
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                 base_url="http://test") as browser:
-        token = (await browser.post("/set", json={"start": True})).cookies["session"]
-        browser.cookies.set("session", token)
-        async with anyio.create_task_group() as tasks:
-            for n in range(50):  # each reads, waits, then writes its own key
-                tasks.start_soon(browser.post, f"/set/k{n}?linger=0.05")
-        session: dict[str, Any] = (await browser.get("/view")).json()["session"]
-        return session
 
 
 def test_fifty_concurrent_writers_of_one_session_lose_nothing() -> None:

@@ -48,7 +48,9 @@ from ..serialization import ValueCodec
 from ..settings import Settings, seconds
 from .base import SessionRecord, SessionStore, SessionUpdate
 from .redis_async import AsyncDirectCommands
+from .redis_cluster_async import AsyncClusterCommands
 from .redis_direct import DirectCommands
+from .redis_sentinel_async import AsyncSentinelCommands
 
 #: Flask-Session's default when SESSION_REDIS is unset.
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
@@ -213,6 +215,17 @@ return redis.call('SCARD', KEYS[1])
 """
 
 RedisClient = redis.Redis | RedisCluster
+#: what sends the hot commands from an asyncio loop
+AsyncCommands = AsyncDirectCommands | AsyncClusterCommands
+
+
+def _async_commands(client: RedisClient) -> AsyncCommands | None:
+    """What sends the hot calls from an asyncio loop on connections made like
+    ``client``'s, or None when they cannot be (every call then runs in threads)."""
+    if isinstance(client, RedisCluster):
+        return AsyncClusterCommands.mirroring(client)
+    return (AsyncSentinelCommands.mirroring_sentinel(client)
+            or AsyncDirectCommands.mirroring(client))
 
 
 def _unix_ms(timestamp: float) -> int:
@@ -260,9 +273,8 @@ class RedisStore(SessionStore):
         #: the hot path on a single server (or Sentinel master); a Cluster client routes
         #: each key to its node itself
         self._direct = None if self.cluster else DirectCommands(cast("redis.Redis", client))
-        #: the read from an asyncio loop (ASGI), when the client's connections can be mirrored
-        self._direct_async = (None if self.cluster
-                              else AsyncDirectCommands.mirroring(cast("redis.Redis", client)))
+        #: the hot calls from an asyncio loop (ASGI), when the client can be mirrored
+        self._direct_async = _async_commands(client)
 
     # -- interface -------------------------------------------------------------------
     def load(self, key: str, now: float) -> SessionRecord | None:
@@ -365,12 +377,19 @@ class RedisStore(SessionStore):
         return outcome != 0
 
     async def _update_async(self, key: str, update: SessionUpdate) -> bool:
-        """``update`` from the running asyncio loop (a single server: no Cluster)."""
-        keys, args, _ = self._update_call(key, update)
+        """``update`` from the running asyncio loop."""
+        keys, args, expiry = self._update_call(key, update)
         outcome = int(await self._script_async(self._update, keys, args))
         user = update.user_id
-        if outcome and user is not None and update.user_id_changed and self._prune_due(outcome):
-            await asyncio.to_thread(self._maybe_prune_available, user, outcome)  # rare
+        added = update.user_id_changed and user is not None
+        if outcome and user is not None:
+            size = outcome
+            if self.cluster:  # the index is in another slot: a call of its own
+                index_args: list[EncodableT] = [expiry, key] if added else [expiry]
+                size = int(await self._script_async(self._index, [self._index_key(user)],
+                                                    index_args))
+            if added and self._prune_due(size):
+                await asyncio.to_thread(self._maybe_prune_available, user, size)  # rare
         return outcome != 0
 
     def _update_call(self, key: str,
@@ -411,7 +430,7 @@ class RedisStore(SessionStore):
 
     async def _touch_async(self, key: str, accessed_at: float, expires_at: float, *,
                            version: Any = None) -> bool:
-        """``touch`` from the running asyncio loop (a single server: no Cluster)."""
+        """``touch`` from the running asyncio loop."""
         keys, args, expiry = self._touch_call(key, accessed_at, expires_at, version)
         outcome = await self._script_async(self._touch, keys, args)
         if isinstance(outcome, bytes):

@@ -5,9 +5,10 @@ session request makes before its endpoint runs, and the delta update or refresh 
 save, are sent from the event loop. The
 connections are made as the store's ``redis.Redis`` client would make them (address,
 database, credentials, TLS, unix socket, timeouts) but with redis-py's asyncio classes;
-a client this cannot mirror (Sentinel-managed, a credential provider, RESP3 ...) keeps
-every call in threads. Connections belong to the event loop that made them, so each
-running loop has its own free list.
+a Sentinel-managed client's master is looked up through the same sentinels
+(redis_sentinel_async.py). A client this cannot mirror (a credential provider, RESP3 ...)
+keeps every call in threads. Connections belong to the event loop that made them, so
+each running loop has its own free list.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import asyncio
 import os
 import sys
 import weakref
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 from urllib.parse import quote
 
@@ -47,6 +48,7 @@ _COPIED = frozenset({
 _IGNORED = frozenset({
     "retry", "retry_on_timeout", "retry_on_error", "health_check_interval", "lib_name",
     "lib_version", "driver_info", "encoding", "encoding_errors", "decode_responses",
+    "legacy_responses",
     "parser_class", "socket_read_size", "event_dispatcher", "encoder_class",
     "socket_type", "himport_registry", "maint_notifications_config",
     "maint_notifications_pool_handler", "maintenance_state",
@@ -55,22 +57,53 @@ _IGNORED = frozenset({
 })
 
 _ALL: weakref.WeakSet[AsyncDirectCommands] = weakref.WeakSet()
+#: per event loop, what runs when it shuts down (kept here: an unreferenced generator
+#: would be finalized, and its cleanup run, at once)
+_AT_SHUTDOWN: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, list[Any]] = (
+    weakref.WeakKeyDictionary())
 
 
 def _forget_inherited_connections() -> None:
+    _AT_SHUTDOWN.clear()
     for commands in list(_ALL):
-        commands.idle = weakref.WeakKeyDictionary()
-        commands._closers = weakref.WeakKeyDictionary()
+        commands.forget_loops()
 
 
-async def _closing_at_loop_shutdown(idle: list[Any]) -> AsyncIterator[None]:
-    """Disconnects ``idle``'s connections when the loop finalizes it."""
+async def _running_until_shutdown(cleanup: Callable[[], Awaitable[None]]) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        connections, idle[:] = list(idle), []
-        for connection in connections:
-            await connection.disconnect(nowait=True)
+        await cleanup()
+
+
+async def at_loop_shutdown(cleanup: Callable[[], Awaitable[None]]) -> None:
+    """Awaits ``cleanup()`` when the running loop shuts down (asyncio.run and the servers
+    built on it finalize every async generator first): no socket outlives its loop."""
+    hook = _running_until_shutdown(cleanup)
+    await hook.__anext__()
+    _AT_SHUTDOWN.setdefault(asyncio.get_running_loop(), []).append(hook)
+
+
+async def disconnect_all(connections: list[Any]) -> None:
+    """Closes every connection in ``connections``, which is left empty."""
+    dropped, connections[:] = list(connections), []
+    for connection in dropped:
+        await connection.disconnect(nowait=True)
+
+
+def mirrored_settings(settings: Mapping[str, Any], extra: frozenset[str] = frozenset()
+                      ) -> dict[str, Any] | None:
+    """The settings of a sync connection an asyncio one takes as they are (and those
+    named in ``extra``), or None when one would change what a command does (RESP3,
+    decoded replies, a credential provider ...)."""
+    if settings.get("protocol") not in (None, 2, "2") or settings.get("decode_responses"):
+        return None
+    unknown = [key for key, value in settings.items()
+               if key not in _COPIED and key not in _IGNORED and key not in extra
+               and key != "protocol" and value is not None]
+    if unknown:
+        return None
+    return {key: value for key, value in settings.items() if key in _COPIED or key in extra}
 
 
 os.register_at_fork(after_in_child=_forget_inherited_connections)
@@ -88,35 +121,28 @@ class AsyncDirectCommands:
         #: per event loop, connections not in use
         self.idle: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, list[Any]] = (
             weakref.WeakKeyDictionary())
-        self._closers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
-            weakref.WeakKeyDictionary())
         _ALL.add(self)
+
+    def forget_loops(self) -> None:
+        """Drops every loop's connections unclosed (a forked child: the parent's)."""
+        self.idle = weakref.WeakKeyDictionary()
 
     @classmethod
     def mirroring(cls, client: redis.Redis) -> AsyncDirectCommands | None:
         """Commands on connections made as ``client``'s, or None when they cannot be."""
         pool = client.connection_pool
         twin = _TWINS.get(pool.connection_class)
-        settings = pool.connection_kwargs
-        if twin is None or settings.get("protocol") not in (None, 2, "2"):
+        settings = mirrored_settings(pool.connection_kwargs)
+        if twin is None or settings is None:
             return None
-        unknown = [key for key, value in settings.items()
-                   if key not in _COPIED and key not in _IGNORED and key != "protocol"
-                   and value is not None]
-        if unknown or settings.get("decode_responses"):
-            return None
-        return cls(twin, {key: value for key, value in settings.items() if key in _COPIED})
+        return cls(twin, settings)
 
     async def _free_list(self) -> list[Any]:
         loop = asyncio.get_running_loop()
         found = self.idle.get(loop)
         if found is None:
             found = self.idle[loop] = []
-            # Closed when the loop shuts down (asyncio.run and the servers built on it
-            # close every async generator first): no socket outlives its loop.
-            closer = _closing_at_loop_shutdown(found)
-            await closer.__anext__()
-            self._closers[loop] = closer
+            await at_loop_shutdown(lambda: disconnect_all(found))
         return found
 
     async def __call__(self, *args: EncodableT) -> Any:
@@ -150,7 +176,10 @@ class AsyncDirectCommands:
         except (TimeoutError, asyncio.TimeoutError) as exc:  # (two classes on 3.10)
             await connection.disconnect(nowait=True)
             raise redis.TimeoutError(f"no reply within {self._timeout}s") from exc
-        except redis.ResponseError:
+        except redis.ResponseError as exc:
+            if self._server_demoted(exc):
+                await connection.disconnect(nowait=True)
+                raise redis.ConnectionError("the master is now a replica") from exc
             idle.append(connection)  # an error reply leaves the connection in step
             raise
         except BaseException:  # broken, timed out or cancelled: half a reply may be unread
@@ -158,6 +187,10 @@ class AsyncDirectCommands:
             raise
         idle.append(connection)
         return reply
+
+    def _server_demoted(self, error: redis.ResponseError) -> bool:
+        """Whether an error reply means the server is no longer the one to talk to."""
+        return False
 
     async def _connect(self) -> Any:
         connection = self._connection_class(**self._kwargs)

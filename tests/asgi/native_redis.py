@@ -1,0 +1,57 @@
+"""What the native Redis tests share: an app on a store, a request made while the
+app's only store thread is held, fifty concurrent writers of one session."""
+
+from __future__ import annotations
+
+import secrets
+import threading
+from typing import Any
+
+import anyio
+import httpx
+from asgi_app import ROUTES
+from starlette.applications import Starlette
+
+from sessionkeeper.starlette import SessionMiddleware
+
+
+def session_app(store: Any, **options: Any) -> SessionMiddleware:
+    """The middleware itself (its store threads are reachable), around the test routes."""
+    return SessionMiddleware(Starlette(routes=ROUTES), secret_key="test secret", store=store,
+                             key_prefix=f"native-{secrets.token_hex(4)}:", **options)
+
+
+async def served_while_the_store_threads_are_busy(
+        app: SessionMiddleware, method: str = "GET", path: str = "/view",
+        wait_before: float = 0.0) -> int:
+    """The status of a request of a session holding {"a": 1}, made while the app's only
+    store thread is held; 0 when it waited for that thread."""
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                 base_url="http://test") as browser:
+        token = (await browser.post("/set", json={"a": 1})).cookies["session"]
+        browser.cookies.set("session", token)
+        await anyio.sleep(wait_before)
+        release = threading.Event()
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(app.threads.run, lambda: release.wait(10))
+            await anyio.sleep(0.05)  # the thread is taken
+            try:
+                with anyio.fail_after(2):
+                    answer = await browser.request(method, path, json={"b": 2})
+                return answer.status_code if answer.json()["session"]["a"] == 1 else -1
+            except TimeoutError:
+                return 0
+            finally:
+                release.set()
+
+
+async def fifty_writers(app: SessionMiddleware) -> dict[str, Any]:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                 base_url="http://test") as browser:
+        token = (await browser.post("/set", json={"start": True})).cookies["session"]
+        browser.cookies.set("session", token)
+        async with anyio.create_task_group() as tasks:
+            for n in range(50):  # each reads, waits, then writes its own key
+                tasks.start_soon(browser.post, f"/set/k{n}?linger=0.05")
+        session: dict[str, Any] = (await browser.get("/view")).json()["session"]
+        return session
