@@ -11,6 +11,7 @@ import anyio
 import httpx
 from asgi_app import ROUTES
 from starlette.applications import Starlette
+from starlette.testclient import TestClient
 
 from sessionkeeper.starlette import SessionMiddleware
 
@@ -55,3 +56,18 @@ async def fifty_writers(app: SessionMiddleware) -> dict[str, Any]:
                 tasks.start_soon(browser.post, f"/set/k{n}?linger=0.05")
         session: dict[str, Any] = (await browser.get("/view")).json()["session"]
         return session
+
+
+def answers_as_on_asyncio_and_trio(app: SessionMiddleware) -> None:
+    """A session set, bound to a user and logged out reads the same on asyncio (the
+    native path) and on trio (the store threads)."""
+    browser = TestClient(app)
+    browser.post("/set", json={"a": [1, 2]})
+    browser.post("/login", json={"user": "laowang"})
+    browser.post("/set", json={"b": "x"})
+    assert browser.get("/view").json() == {"session": {"a": [1, 2], "b": "x"},
+                                           "user": "laowang"}
+    on_trio = TestClient(app, backend="trio", cookies=dict(browser.cookies))
+    assert on_trio.get("/view").json() == browser.get("/view").json()
+    browser.post("/logout")
+    assert browser.get("/view").json() == {"session": {}, "user": None}

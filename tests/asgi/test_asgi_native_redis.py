@@ -16,7 +16,12 @@ from typing import Any
 import anyio
 import pytest
 import redis
-from native_redis import fifty_writers, served_while_the_store_threads_are_busy, session_app
+from native_redis import (
+    answers_as_on_asyncio_and_trio,
+    fifty_writers,
+    served_while_the_store_threads_are_busy,
+    session_app,
+)
 from servers import RedisServer, start_or_skip, start_redis
 from starlette.testclient import TestClient
 
@@ -64,16 +69,7 @@ def test_fifty_concurrent_writers_of_one_session_lose_nothing() -> None:
 
 
 def test_the_native_read_answers_as_the_threaded_one() -> None:
-    app = session_app(REDIS_URL)
-    browser = TestClient(app)
-    browser.post("/set", json={"a": [1, 2], "b": "x"})
-    browser.post("/login", json={"user": "laowang"})
-    assert browser.get("/view").json() == {"session": {"a": [1, 2], "b": "x"},
-                                           "user": "laowang"}
-    on_trio = TestClient(app, backend="trio", cookies=dict(browser.cookies))
-    assert on_trio.get("/view").json() == browser.get("/view").json()
-    browser.post("/logout")
-    assert browser.get("/view").json() == {"session": {}, "user": None}
+    answers_as_on_asyncio_and_trio(session_app(REDIS_URL))
 
 
 def test_a_stopped_redis_answers_503_and_a_restarted_one_is_reconnected(

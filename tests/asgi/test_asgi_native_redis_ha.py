@@ -17,7 +17,12 @@ from typing import Any
 import anyio
 import pytest
 import redis
-from native_redis import fifty_writers, served_while_the_store_threads_are_busy, session_app
+from native_redis import (
+    answers_as_on_asyncio_and_trio,
+    fifty_writers,
+    served_while_the_store_threads_are_busy,
+    session_app,
+)
 from redis.cluster import RedisCluster
 from redis.sentinel import Sentinel
 from servers import RedisSentinel, ServerGroup, start_or_skip, start_redis_cluster
@@ -95,17 +100,7 @@ def test_fifty_concurrent_writers_of_one_session_lose_nothing(store: Any) -> Non
 
 
 def test_a_login_and_a_logout_answer_as_on_one_server(store: Any) -> None:
-    app = session_app(store)
-    browser = TestClient(app)
-    browser.post("/set", json={"a": [1, 2]})
-    browser.post("/login", json={"user": "laowang"})
-    browser.post("/set", json={"b": "x"})
-    assert browser.get("/view").json() == {"session": {"a": [1, 2], "b": "x"},
-                                           "user": "laowang"}
-    on_trio = TestClient(app, backend="trio", cookies=dict(browser.cookies))
-    assert on_trio.get("/view").json() == browser.get("/view").json()
-    browser.post("/logout")
-    assert browser.get("/view").json() == {"session": {}, "user": None}
+    answers_as_on_asyncio_and_trio(session_app(store))
 
 
 def test_connections_close_with_their_event_loop(sentinel: RedisSentinel,
