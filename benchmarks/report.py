@@ -213,8 +213,18 @@ def target_lines(title: str, targets: tuple[Any, ...], summaries: list[RouteSumm
     return [f"## {title}", "", *lines, "", *([notes] if notes else [])]
 
 
+#: why /ping with a server-side session's cookie cannot reach plain Starlette
+ASGI_NOTES = """\
+`request.session` is a plain attribute in Starlette, read without `await`, so a
+server-side session must be in memory before the endpoint runs: a request that carries
+a session cookie pays one store read (`asgi-sk-redis` `/ping`: one `HGETALL`), the
+loading rule the ASGI issue sets, whether or not the endpoint then reads the session.
+A cookie session is read on first use instead (`asgi-sk-cookie` `/ping`: nothing).
+"""
+
+
 def asgi_target_lines(summaries: list[RouteSummary]) -> list[str]:
-    return target_lines("ASGI targets", ASGI_TARGETS, summaries)
+    return target_lines("ASGI targets", ASGI_TARGETS, summaries, ASGI_NOTES)
 
 
 def flask_target_lines(summaries: list[RouteSummary]) -> list[str]:
