@@ -126,6 +126,30 @@ def test_on_trio_the_store_offers_no_native_call(database: tuple[str, str, str])
         assert None not in anyio.run(offered)
 
 
+def test_connections_close_with_their_event_loop() -> None:
+    blocking, native = urls("postgresql")
+    table = _sqlalchemy.random_table()
+    app = session_app(f"{native}?table={table}", store_threads=1)
+    engine = engine_from_url(blocking)
+
+    def connections() -> int:
+        time.sleep(0.3)  # the server notices a closed connection promptly, not at once
+        with engine.connect() as conn:  # those whose last statement was on our table
+            return int(conn.execute(sa.text(
+                "SELECT count(*) FROM pg_stat_activity WHERE query LIKE :t "
+                "AND pid <> pg_backend_pid()"), {"t": f"%{table}%"}).scalar_one())
+
+    try:
+        with _sqlalchemy.dropped_afterwards(engine, table):
+            assert anyio.run(served_while_the_store_threads_are_busy, app) == 200
+            after_one_loop = connections()
+            for _ in range(3):  # three more loops one after the other, as test clients make
+                assert anyio.run(served_while_the_store_threads_are_busy, app) == 200
+            assert connections() == after_one_loop  # (the threads' connections stay)
+    finally:
+        engine.dispose()
+
+
 def test_an_unreachable_database_answers_503_at_once_without_a_thread(
         database: tuple[str, str, str]) -> None:
     blocking, native, table = database

@@ -4,7 +4,9 @@ blocking driver in the middleware's store threads.
 An ASGI app often has a ``redis.asyncio`` client or an SQLAlchemy ``AsyncEngine`` (or
 its ``postgresql+asyncpg://`` URL) already. The stores are written once, in blocking
 form (docs/architecture.md), so such a client stands for its server: the store connects
-there with the blocking driver (Redis then reads natively again, redis_async.py).
+there with the blocking driver. The hot calls then run natively again: Redis's on
+redis.asyncio (stores/redis_async.py), SQL's on the async driver named, asyncpg or
+aiomysql (stores/sql_async.py, set up by stores.py).
 """
 
 from __future__ import annotations
