@@ -4,7 +4,8 @@ such requests are served while every store thread is busy. They answer as the th
 ones do: 50 concurrent writers of one session lose nothing, a save of a stale version
 reads the row again and merges, a session deleted meanwhile is not recreated, rows are
 written exactly as the blocking path writes them, an unreachable database answers 503
-at once, and on trio (no asyncio loop) the calls go back to the threads."""
+at once, and on trio (no asyncio loop) the calls go back to the threads. Quart apps
+given such a URL or an ``AsyncEngine`` in SESSION_SQLALCHEMY get the same."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import secrets
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -82,6 +84,22 @@ def test_a_refresh_needs_no_store_thread_on_asyncio(database: tuple[str, str, st
                      1.2) == 200
 
 
+def test_a_url_without_prepared_statements_works_natively() -> None:
+    # ?prepared_statement_cache_size=0 (PostgreSQL behind pgbouncer): asyncpg's cache
+    # off on the native path, and the blocking driver never sees the option
+    blocking, native = urls("postgresql")
+    table = _sqlalchemy.random_table()
+    engine = engine_from_url(blocking)
+    app = session_app(f"{native}?table={table}&prepared_statement_cache_size=0",
+                      store_threads=1)
+    try:
+        with _sqlalchemy.dropped_afterwards(engine, table):
+            assert anyio.run(served_while_the_store_threads_are_busy, app, "POST",
+                             "/set") == 200
+    finally:
+        engine.dispose()
+
+
 def test_a_blocking_driver_url_waits_for_its_thread(database: tuple[str, str, str]) -> None:
     # The contrast that shows the tests above can fail.
     blocking, _, table = database
@@ -148,6 +166,41 @@ def test_connections_close_with_their_event_loop() -> None:
             assert connections() == after_one_loop  # (the threads' connections stay)
     finally:
         engine.dispose()
+
+
+@pytest.mark.parametrize("given", ["url", "async engine"])
+def test_quart_reads_and_saves_without_a_store_thread(database: tuple[str, str, str],
+                                                      given: str, tmp_path: Any) -> None:
+    import asyncio
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent.parent / "quart"))
+    from quart_app import make_app as make_quart_app
+    from quart_helpers import Browser
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    _, native, table = database
+    source: Any = native if given == "url" else create_async_engine(native)
+    app = make_quart_app({"SESSION_TYPE": "sqlalchemy", "SESSION_SQLALCHEMY": source,
+                          "SESSION_SQLALCHEMY_TABLE": table, "SESSION_STORE_THREADS": 1},
+                         tmp_path)
+    threads = app.extensions["sessionkeeper"].interface.threads
+
+    async def while_the_thread_is_busy() -> list[Any]:
+        browser = Browser(app)
+        await browser.post("/set", json={"a": 1})
+        release = threading.Event()
+        held = asyncio.ensure_future(threads.run(lambda: release.wait(10)))
+        await asyncio.sleep(0.05)  # the only store thread is taken
+        try:
+            changed = await asyncio.wait_for(browser.post("/set", json={"b": 2}), 2)
+            seen = await asyncio.wait_for(browser.get("/view"), 2)
+        finally:
+            release.set()
+            await held
+        return [changed.status_code, (await seen.get_json())["session"]]
+
+    assert asyncio.run(while_the_thread_is_busy()) == [200, {"a": 1, "b": 2}]
 
 
 def test_an_unreachable_database_answers_503_at_once_without_a_thread(

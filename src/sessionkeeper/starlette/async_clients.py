@@ -11,7 +11,6 @@ aiomysql (stores/sql_async.py, set up by stores.py).
 
 from __future__ import annotations
 
-import importlib.util
 from typing import Any
 
 from ..errors import ConfigurationError
@@ -25,9 +24,6 @@ _SYNC_DRIVERS = {
     "asyncmy": ("pymysql", "mysqldb"),
     "aiosqlite": ("pysqlite",),
 }
-#: SQLAlchemy driver names -> the module that must be importable
-_DRIVER_MODULES = {"psycopg2": "psycopg2", "psycopg": "psycopg", "pymysql": "pymysql",
-                   "mysqldb": "MySQLdb", "pysqlite": "sqlite3"}
 
 
 def url_of_async_client(client: object) -> str | None:
@@ -53,14 +49,8 @@ def url_of_async_client(client: object) -> str | None:
 def sync_driver_url(url: Any) -> Any:
     """``url`` (an SQLAlchemy URL) with an async driver replaced by a blocking driver of
     the same database that is installed; other URLs as they are."""
-    backend, _, driver = url.drivername.partition("+")
+    from ..stores.sql_async import blocking_url
+
+    _, _, driver = url.drivername.partition("+")
     candidates = _SYNC_DRIVERS.get(driver)
-    if candidates is None:
-        return url
-    for candidate in candidates:
-        if importlib.util.find_spec(_DRIVER_MODULES[candidate]) is not None:
-            return url.set(drivername=f"{backend}+{candidate}")
-    raise ConfigurationError(
-        f"{url.drivername}: the store runs in threads, with a blocking driver of the same "
-        f"database; install one of {', '.join(candidates)} "
-        f"(e.g. pip install {'psycopg2-binary' if candidates[0] == 'psycopg2' else candidates[0]})")
+    return url if candidates is None else blocking_url(url, candidates)

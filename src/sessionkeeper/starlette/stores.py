@@ -170,12 +170,12 @@ def _sqlalchemy(url: str, codec: ValueCodec, key_prefix: str) -> SessionStore:
     if "table" in parsed.query:
         config = {"SESSION_SQLALCHEMY": parsed.difference_update_query(["table"]),
                   "SESSION_SQLALCHEMY_TABLE": parsed.query["table"]}
-    store = _configured("sqlalchemy", config, codec, key_prefix)
     given = sa.make_url(url)
-    if given.drivername != parsed.drivername and isinstance(store, CheckedOnFirstUse):
-        # An async driver: the hot statements run on it, natively (stores/sql_async.py)
-        store.inner.use_async_driver(given.difference_update_query(["table"]))
-    return store
+    if given.drivername != parsed.drivername:
+        # An async driver: the store's own blocking twin of it, and its hot statements
+        # natively on it (stores/sqlalchemy.py store_from_settings)
+        config["SESSION_SQLALCHEMY"] = given.difference_update_query(["table"])
+    return _configured("sqlalchemy", config, codec, key_prefix)
 
 
 def _mongodb(url: str, codec: ValueCodec, key_prefix: str) -> SessionStore:

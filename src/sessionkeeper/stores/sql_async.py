@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import importlib.util
 import os
 import sys
 import time
@@ -28,7 +29,10 @@ from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
-__all__ = ["NATIVE_DRIVERS", "NativeStatements", "native_statements"]
+from ..errors import ConfigurationError
+
+__all__ = ["NATIVE_DRIVERS", "NativeStatements", "blocking_url", "is_async_url",
+           "native_statements"]
 
 R = TypeVar("R")
 
@@ -329,10 +333,48 @@ def native_statements(url: sa.URL, statements: Sequence[Any], *, timeout: float,
     except ImportError:
         return None
     _, arguments = dialect.create_connect_args(url)
+    cache_size = arguments.get("prepared_statement_cache_size")
     for name in _ADAPTER_ARGUMENTS:
         arguments.pop(name, None)
+    if cache_size is not None and isinstance(driver, _Asyncpg):
+        # ?prepared_statement_cache_size=0 (behind pgbouncer, say): asyncpg's own cache
+        arguments["statement_cache_size"] = int(cache_size)
     compiled: dict[Any, tuple[str, tuple[str, ...]]] = {}
     for statement in statements:
         sql = statement.compile(dialect=dialect)
         compiled[statement] = (str(sql), tuple(sql.positiontup or ()))
     return NativeStatements(driver, dict(arguments), compiled, timeout, size)
+
+
+#: async SQLAlchemy drivers -> the blocking drivers of the same databases, in preference
+_BLOCKING_DRIVERS = {
+    "asyncpg": ("psycopg2", "psycopg"),
+    "psycopg_async": ("psycopg",),
+    "aiomysql": ("pymysql", "mysqldb"),
+    "asyncmy": ("pymysql", "mysqldb"),
+    "aiosqlite": ("pysqlite",),
+}
+#: SQLAlchemy driver names -> the module that must be importable
+_DRIVER_MODULES = {"psycopg2": "psycopg2", "psycopg": "psycopg", "pymysql": "pymysql",
+                   "mysqldb": "MySQLdb", "pysqlite": "sqlite3"}
+
+
+def is_async_url(url: sa.URL) -> bool:
+    """Whether ``url`` names an async driver (which a blocking engine cannot use)."""
+    return url.get_driver_name() in _BLOCKING_DRIVERS
+
+
+def blocking_url(url: sa.URL, candidates: Sequence[str] | None = None) -> sa.URL:
+    """``url`` with its async driver replaced by an installed blocking driver of the
+    same database (``candidates``, in preference: by default the async driver's own)."""
+    backend = url.get_backend_name()
+    candidates = candidates or _BLOCKING_DRIVERS[url.get_driver_name()]
+    for candidate in candidates:
+        if importlib.util.find_spec(_DRIVER_MODULES[candidate]) is not None:
+            # without what only the async adapter takes (a blocking driver refuses it)
+            return url.set(drivername=f"{backend}+{candidate}").difference_update_query(
+                _ADAPTER_ARGUMENTS)
+    raise ConfigurationError(
+        f"{url.drivername}: the store runs in threads, with a blocking driver of the same "
+        f"database; install one of {', '.join(candidates)} "
+        f"(e.g. pip install {'psycopg2-binary' if candidates[0] == 'psycopg2' else candidates[0]})")

@@ -50,7 +50,7 @@ from ..errors import ConfigurationError, StoreUnavailable, UndecodableRecord
 from ..serialization import ValueCodec
 from ..settings import Settings, seconds
 from .base import SessionRecord, SessionStore, SessionUpdate
-from .sql_async import NativeStatements, native_statements
+from .sql_async import NativeStatements, blocking_url, is_async_url, native_statements
 from .sql_direct import DirectStatement, direct_statement
 from .sql_limits import (
     DataLimit,
@@ -1182,6 +1182,17 @@ def store_from_settings(settings: Settings, codec: ValueCodec) -> SQLAlchemyStor
         raise ConfigurationError(
             "SESSION_SQLALCHEMY_BIND_KEY picks one engine of a Flask-SQLAlchemy object; "
             "with an Engine or a URL in SESSION_SQLALCHEMY, leave it unset")
+    if type(source).__module__.startswith("sqlalchemy.ext.asyncio"):
+        source = source.url  # an AsyncEngine: its database, reached as its URL says
+    native = _async_url(source)
+    if native is not None:
+        # The hot calls of ASGI apps on the async driver, the rest on a blocking twin.
+        url = _sqlite_in_instance_folder(blocking_url(native), settings.instance_path)
+        store = SQLAlchemyStore(engine_from_url(url, timeout=timeout), table=table,
+                                schema=schema, codec=codec, owns_engine=True,
+                                key_prefix=settings.key_prefix)
+        store.use_async_driver(native, timeout=timeout)
+        return store
     if isinstance(source, str | sa.URL):
         url = _sqlite_in_instance_folder(source, settings.instance_path)
         return SQLAlchemyStore(engine_from_url(url, timeout=timeout), table=table,
@@ -1197,3 +1208,14 @@ def store_from_settings(settings: Settings, codec: ValueCodec) -> SQLAlchemyStor
     raise ConfigurationError(
         f"SESSION_SQLALCHEMY must be a Flask-SQLAlchemy object (db = SQLAlchemy(app)), a "
         f"SQLAlchemy Engine or a database URL string, not {type(source).__name__}")
+
+
+def _async_url(source: Any) -> sa.URL | None:
+    """``source`` as a URL when it names an async driver (``postgresql+asyncpg://``)."""
+    if not isinstance(source, str | sa.URL):
+        return None
+    try:
+        url = sa.make_url(source)
+    except sa_exc.ArgumentError:
+        return None  # engine_from_url says what is wrong with it
+    return url if is_async_url(url) else None
