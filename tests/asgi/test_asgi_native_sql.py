@@ -203,6 +203,32 @@ def test_quart_reads_and_saves_without_a_store_thread(database: tuple[str, str, 
     assert asyncio.run(while_the_thread_is_busy()) == [200, {"a": 1, "b": 2}]
 
 
+def test_connections_the_server_closed_are_replaced_without_an_error() -> None:
+    # As after a database restart: the pooled connections are dead when next used.
+    blocking, native = urls("postgresql")
+    table = _sqlalchemy.random_table()
+    app = session_app(f"{native}?table={table}", breaker_seconds=0)
+    engine = engine_from_url(blocking)
+    try:
+        with _sqlalchemy.dropped_afterwards(engine, table), TestClient(app) as browser:
+            browser.post("/set", json={"a": 1})
+            assert browser.get("/view").json()["session"] == {"a": 1}
+            with engine.connect() as conn:  # every connection that used our table
+                ended = conn.execute(sa.text(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE query LIKE :t AND pid <> pg_backend_pid()"),
+                    {"t": f"%{table}%"}).scalar_one()
+            assert ended >= 1
+            time.sleep(0.2)
+            answer = browser.get("/view")
+            assert answer.status_code == 200 and answer.json()["session"] == {"a": 1}
+            changed = browser.post("/set", json={"b": 2})
+            assert changed.status_code == 200
+            assert browser.get("/view").json()["session"] == {"a": 1, "b": 2}
+    finally:
+        engine.dispose()
+
+
 def test_an_unreachable_database_answers_503_at_once_without_a_thread(
         database: tuple[str, str, str]) -> None:
     blocking, native, table = database
