@@ -33,13 +33,17 @@ from sessionkeeper.stores.sqlalchemy import SQLAlchemyStore, engine_from_url
 
 #: the async drivers of the servers the blocking providers reach
 ASYNC_DRIVERS = {"postgresql": ("asyncpg", sqlalchemy_postgresql),
+                 "postgresql-psycopg": ("psycopg_async", sqlalchemy_postgresql),
                  "mariadb": ("aiomysql", sqlalchemy_mariadb)}
+#: the module each async driver is
+_MODULES = {"asyncpg": "asyncpg", "psycopg_async": "psycopg", "aiomysql": "aiomysql"}
 
 
 def urls(database: str) -> tuple[str, str]:
     """The server's blocking URL and the same server through its async driver."""
     driver, provider = ASYNC_DRIVERS[database]
-    _sqlalchemy.require_driver(driver, f"the {driver} driver (pip install {driver})")
+    module = _MODULES[driver]
+    _sqlalchemy.require_driver(module, f"the {driver} driver (pip install {module})")
     blocking = sa.make_url(provider.url())
     return (blocking.render_as_string(hide_password=False),
             blocking.set(drivername=f"{blocking.get_backend_name()}+{driver}")
@@ -180,7 +184,9 @@ def test_quart_reads_and_saves_without_a_store_thread(database: tuple[str, str, 
     from sqlalchemy.ext.asyncio import create_async_engine
 
     _, native, table = database
-    source: Any = native if given == "url" else create_async_engine(native)
+    # (psycopg 3's AsyncEngine says "postgresql+psycopg", as its blocking engine does)
+    source: Any = native if given == "url" else create_async_engine(
+        native.replace("+psycopg_async://", "+psycopg://"))
     app = make_quart_app({"SESSION_TYPE": "sqlalchemy", "SESSION_SQLALCHEMY": source,
                           "SESSION_SQLALCHEMY_TABLE": table, "SESSION_STORE_THREADS": 1},
                          tmp_path)

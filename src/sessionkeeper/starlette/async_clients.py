@@ -35,10 +35,10 @@ def url_of_async_client(client: object) -> str | None:
         from ..stores.redis_async import url_of_async_client as redis_url
 
         return redis_url(client)
-    if module.startswith("sqlalchemy.ext.asyncio"):
-        url = getattr(client, "url", None)
-        if url is not None:
-            return str(url.render_as_string(hide_password=False))
+    if module.startswith("sqlalchemy.ext.asyncio") and getattr(client, "url", None):
+        from ..stores.sql_async import async_engine_url
+
+        return str(async_engine_url(client).render_as_string(hide_password=False))
     if module.startswith("pymongo.asynchronous") or module.startswith("motor"):
         raise ConfigurationError(
             "store= takes a pymongo MongoClient or a mongodb:// URL, not an async MongoDB "

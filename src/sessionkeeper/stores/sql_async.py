@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import importlib.util
+import math
 import os
 import sys
 import time
@@ -31,8 +32,8 @@ import sqlalchemy as sa
 
 from ..errors import ConfigurationError
 
-__all__ = ["NATIVE_DRIVERS", "NativeStatements", "blocking_url", "is_async_url",
-           "native_statements"]
+__all__ = ["NATIVE_DRIVERS", "NativeStatements", "async_engine_url", "blocking_url",
+           "is_async_url", "native_statements"]
 
 R = TypeVar("R")
 
@@ -136,6 +137,48 @@ class _Aiomysql:
         connection.close()
 
 
+class _PsycopgAsync:
+    """PostgreSQL through psycopg 3's asyncio connections (``postgresql+psycopg_async``);
+    psycopg prepares a statement once it ran a few times on a connection."""
+
+    paramstyle = "format"
+
+    def __init__(self) -> None:
+        import psycopg
+
+        self._connect = psycopg.AsyncConnection.connect
+        # Its OperationalError also carries deadlocks (told apart first, is_deadlock)
+        # and server errors with an SQLSTATE; a lost connection has none.
+        self.unavailable: tuple[type[BaseException], ...] = (
+            OSError, psycopg.OperationalError, psycopg.InterfaceError)
+
+    async def connect(self, arguments: dict[str, Any], timeout: float) -> Any:
+        return await self._connect(**arguments, autocommit=True,
+                                   connect_timeout=max(1, math.ceil(timeout)))
+
+    @staticmethod
+    async def first(connection: Any, sql: str, args: Sequence[Any]) -> tuple[Any, ...] | None:
+        cursor = await connection.execute(sql, args)
+        row = await cursor.fetchone()
+        return None if row is None else tuple(row)
+
+    @staticmethod
+    async def rowcount(connection: Any, sql: str, args: Sequence[Any]) -> int:
+        cursor = await connection.execute(sql, args)
+        return int(cursor.rowcount)
+
+    def is_lost(self, error: BaseException) -> bool:
+        return isinstance(error, self.unavailable) and getattr(error, "sqlstate", None) is None
+
+    @staticmethod
+    def usable(connection: Any) -> bool:
+        return not (connection.closed or connection.broken)
+
+    @staticmethod
+    def drop(connection: Any) -> None:
+        connection.pgconn.finish()  # (AsyncConnection.close is a coroutine)
+
+
 def _inlined(connection: Any, sql: str, args: Sequence[Any]) -> str:
     """``sql`` with its ``%s`` parameters escaped in, as pymysql's own cursor does it
     (aiomysql's escaping of bytes fails with PyMySQL 1.2): bytes as hex literals."""
@@ -144,7 +187,8 @@ def _inlined(connection: Any, sql: str, args: Sequence[Any]) -> str:
 
 
 #: SQLAlchemy's async driver names this module speaks -> their adapters
-NATIVE_DRIVERS: dict[str, Callable[[], Any]] = {"asyncpg": _Asyncpg, "aiomysql": _Aiomysql}
+NATIVE_DRIVERS: dict[str, Callable[[], Any]] = {
+    "asyncpg": _Asyncpg, "psycopg_async": _PsycopgAsync, "aiomysql": _Aiomysql}
 
 _ALL: weakref.WeakSet[NativeStatements] = weakref.WeakSet()
 
@@ -322,8 +366,8 @@ async def _within(seconds: float, work: Awaitable[R]) -> R:
 def native_statements(url: sa.URL, statements: Sequence[Any], *, timeout: float,
                       size: int) -> NativeStatements | None:
     """``statements`` compiled for ``url``'s async driver, run natively; None when the
-    driver is not one this module speaks (SQLite's aiosqlite, which is a thread itself,
-    psycopg's async mode, asyncmy) or is not installed."""
+    driver is not one this module speaks (SQLite's aiosqlite, which is a thread itself;
+    asyncmy) or is not installed."""
     adapter = NATIVE_DRIVERS.get(url.get_driver_name())
     if adapter is None:
         return None
@@ -378,3 +422,12 @@ def blocking_url(url: sa.URL, candidates: Sequence[str] | None = None) -> sa.URL
         f"{url.drivername}: the store runs in threads, with a blocking driver of the same "
         f"database; install one of {', '.join(candidates)} "
         f"(e.g. pip install {'psycopg2-binary' if candidates[0] == 'psycopg2' else candidates[0]})")
+
+
+def async_engine_url(engine: Any) -> sa.URL:
+    """The URL of an SQLAlchemy ``AsyncEngine``, naming its driver's async mode: psycopg 3
+    is one driver name for both modes (``postgresql+psycopg``), told apart by the engine."""
+    url: sa.URL = engine.url
+    if url.get_driver_name() == "psycopg":
+        return url.set(drivername=f"{url.get_backend_name()}+psycopg_async")
+    return url

@@ -50,7 +50,13 @@ from ..errors import ConfigurationError, StoreUnavailable, UndecodableRecord
 from ..serialization import ValueCodec
 from ..settings import Settings, seconds
 from .base import SessionRecord, SessionStore, SessionUpdate
-from .sql_async import NativeStatements, blocking_url, is_async_url, native_statements
+from .sql_async import (
+    NativeStatements,
+    async_engine_url,
+    blocking_url,
+    is_async_url,
+    native_statements,
+)
 from .sql_direct import DirectStatement, direct_statement
 from .sql_limits import (
     DataLimit,
@@ -1183,7 +1189,7 @@ def store_from_settings(settings: Settings, codec: ValueCodec) -> SQLAlchemyStor
             "SESSION_SQLALCHEMY_BIND_KEY picks one engine of a Flask-SQLAlchemy object; "
             "with an Engine or a URL in SESSION_SQLALCHEMY, leave it unset")
     if type(source).__module__.startswith("sqlalchemy.ext.asyncio"):
-        source = source.url  # an AsyncEngine: its database, reached as its URL says
+        source = async_engine_url(source)  # an AsyncEngine: its database, as its URL says
     native = _async_url(source)
     if native is not None:
         # The hot calls of ASGI apps on the async driver, the rest on a blocking twin.
