@@ -263,6 +263,28 @@ def test_an_unreachable_database_answers_503_at_once_without_a_thread(
         assert status == 503 and waited < 1
 
 
+def test_a_database_that_stops_answering_gives_503_after_the_timeout_and_recovers(
+        database: tuple[str, str, str]) -> None:
+    blocking, native, table = database
+    target = sa.make_url(native)
+    with FreezingProxy(target.port or 0) as proxy, \
+            built_store(blocking, target.set(port=proxy.port), table) as store:
+        app = session_app(store, breaker_seconds=0)
+        with TestClient(app) as browser:  # one event loop: its connections are reused
+            browser.post("/set", json={"a": 1})
+            assert browser.get("/view").json()["session"] == {"a": 1}
+            proxy.frozen.set()  # connections stay open; nothing answers
+            try:
+                started = time.monotonic()
+                frozen = browser.get("/view")
+                waited = time.monotonic() - started
+            finally:
+                proxy.frozen.clear()
+            assert frozen.status_code == 503 and "temporarily unavailable" in frozen.text
+            assert 1.5 < waited < 4  # the store's timeout (2 s here)
+            assert browser.get("/view").json()["session"] == {"a": 1}  # a new connection
+
+
 def test_a_stale_save_reads_again_and_merges_and_never_recreates(
         database: tuple[str, str, str]) -> None:
     blocking, native, table = database
@@ -345,6 +367,54 @@ def delta(now: float, values: dict[str, bytes], *, deleted: set[str] | None = No
     return SessionUpdate(set_values=values, deleted_keys=deleted or set(), replace=False,
                          accessed_at=now, expires_at=now + 60, permanent=True,
                          user_id=user, user_id_changed=user is not None, version=version)
+
+
+class FreezingProxy:
+    """A TCP proxy on loopback to ``port`` that stops passing bytes while ``frozen``
+    is set, as a hung server or a link gone dark would."""
+
+    def __init__(self, port: int) -> None:
+        import socket
+
+        self.target = port
+        self.frozen = threading.Event()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self._listener.getsockname()[1])
+        self._sockets: list[Any] = [self._listener]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import socket
+
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return  # closed
+            server = socket.create_connection(("127.0.0.1", self.target))
+            self._sockets += [client, server]
+            for source, sink in ((client, server), (server, client)):
+                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    def _pump(self, source: Any, sink: Any) -> None:
+        try:
+            while data := source.recv(65536):
+                while self.frozen.is_set():
+                    time.sleep(0.01)
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for end in (source, sink):
+                end.close()
+
+    def __enter__(self) -> FreezingProxy:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.frozen.clear()
+        for sock in self._sockets:
+            sock.close()
 
 
 def _closed_port() -> int:

@@ -21,9 +21,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import importlib.util
 import math
 import os
+import socket
 import sys
 import time
 import weakref
@@ -41,6 +43,9 @@ R = TypeVar("R")
 
 #: a pooled connection the server closed fails at once (as in sqlalchemy.py): then retried
 STALE_CONNECTION_FAILS_WITHIN = 0.5
+#: seconds past the timeout after which a statement whose connection was shut, and that
+#: still has not failed, is cancelled
+INTERRUPT_GRACE = 1.0
 #: connection arguments SQLAlchemy's dialects take for their adapters, not the driver's
 _ADAPTER_ARGUMENTS = ("prepared_statement_cache_size", "prepared_statement_name_func",
                       "async_creator_fn", "async_fallback")
@@ -87,6 +92,8 @@ class _Asyncpg:
     @staticmethod
     def drop(connection: Any) -> None:
         connection.terminate()
+
+    interrupt = drop  # the waiting statement fails with ConnectionDoesNotExistError
 
 
 class _Aiomysql:
@@ -138,6 +145,8 @@ class _Aiomysql:
     def drop(connection: Any) -> None:
         connection.close()
 
+    interrupt = drop  # the waiting read fails: the stream is closed
+
 
 class _PsycopgAsync:
     """PostgreSQL through psycopg 3's asyncio connections (``postgresql+psycopg_async``);
@@ -179,6 +188,14 @@ class _PsycopgAsync:
     @staticmethod
     def drop(connection: Any) -> None:
         connection.pgconn.finish()  # (AsyncConnection.close is a coroutine)
+
+    @staticmethod
+    def interrupt(connection: Any) -> None:
+        # Shut, not closed: psycopg waits for the socket to turn readable, which a shut
+        # socket does at once (a closed descriptor would leave the wait hanging).
+        with contextlib.suppress(OSError), \
+                socket.socket(fileno=os.dup(connection.pgconn.socket)) as sock:
+            sock.shutdown(socket.SHUT_RDWR)
 
 
 def _inlined(connection: Any, sql: str, args: Sequence[Any]) -> str:
@@ -260,19 +277,48 @@ class NativeStatements:
         sql, names = self._statements[statement]
         args = [params[name] for name in names]
         pool = await self._pool()
-        return await _within(self.timeout, self._exchange(pool, sql, args, call))
+        deadline = asyncio.get_running_loop().time() + self.timeout
+        # The statement is cut at the deadline by closing its connection (_guarded);
+        # this bounds the rest (waiting for a connection, connecting) and is the backstop.
+        return await _within(self.timeout + INTERRUPT_GRACE,
+                             self._exchange(pool, sql, args, call, deadline))
+
+    async def _guarded(self, deadline: float, connection: Any,
+                       work: Awaitable[R]) -> R:
+        """``await work`` on ``connection``, which is shut at ``deadline``: the driver then
+        fails at once (TimeoutError). Cancelling it instead would let psycopg first ask
+        the hung server to cancel the statement, for many seconds."""
+        interrupted = False
+
+        def interrupt() -> None:
+            nonlocal interrupted
+            interrupted = True
+            self._driver.interrupt(connection)
+
+        timer = asyncio.get_running_loop().call_at(deadline, interrupt)
+        try:
+            return await work
+        except Exception as exc:
+            if interrupted:
+                raise TimeoutError(f"no answer within {self.timeout} s") from exc
+            raise
+        finally:
+            timer.cancel()
 
     async def _exchange(self, pool: _LoopPool, sql: str, args: list[Any],
-                        call: Callable[[Any, str, Sequence[Any]], Awaitable[R]]) -> R:
+                        call: Callable[[Any, str, Sequence[Any]], Awaitable[R]],
+                        deadline: float) -> R:
         connection, reused = await self._acquire(pool)
         started = time.monotonic()
         try:
-            result = await call(connection, sql, args)
+            result = await self._guarded(deadline, connection, call(connection, sql, args))
         except BaseException as exc:
-            lost = isinstance(exc, Exception) and self._driver.is_lost(exc)
+            lost = (isinstance(exc, Exception) and not isinstance(exc, TimeoutError)
+                    and self._driver.is_lost(exc))
             # A server's error reply leaves the connection in step; a lost connection,
             # a cancellation or a timeout (half a reply may be unread) do not.
-            if lost or not isinstance(exc, Exception) or not self._driver.usable(connection):
+            if (lost or not isinstance(exc, Exception) or isinstance(exc, TimeoutError)
+                    or not self._driver.usable(connection)):
                 self._discard(pool, connection)
             else:
                 self._release(pool, connection)
@@ -284,7 +330,7 @@ class NativeStatements:
             return result
         connection = await self._open(pool)  # once more, on a new connection
         try:
-            result = await call(connection, sql, args)
+            result = await self._guarded(deadline, connection, call(connection, sql, args))
         except BaseException:
             self._discard(pool, connection)
             raise
