@@ -11,6 +11,8 @@ stores the user and the theme, /read returns them, /write increments a counter.
     asgi-sk-redis              sessionkeeper, store="redis://..."
     asgi-sk-sqlite             sessionkeeper, store="sqlite:///..."
     asgi-sk-postgresql         sessionkeeper, store="postgresql+psycopg2://..."
+    asgi-sk-postgresql-asyncpg sessionkeeper, store="postgresql+asyncpg://...": the read,
+                               save and refresh on asyncpg from the event loop, no thread
     asgi-raw-redis             no session layer: /read one redis.asyncio GET, /write a GET
                                and a SET (the floor of round trips for a Redis session)
 """
@@ -37,7 +39,12 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
-from workercounters import WorkerCounters, install_psycopg2_counter, install_sqlite_counter
+from workercounters import (
+    WorkerCounters,
+    install_asyncpg_counter,
+    install_psycopg2_counter,
+    install_sqlite_counter,
+)
 
 SECRET_KEY = "benchmark-secret-key-not-for-production"
 ONE_DAY = 24 * 60 * 60
@@ -137,6 +144,13 @@ def sk_postgresql(settings: BenchSettings, counters: WorkerCounters) -> Starlett
     return _sessionkeeper(f"{settings.postgres_url}?table={ASGI_POSTGRES_TABLE}", settings)
 
 
+def sk_postgresql_asyncpg(settings: BenchSettings, counters: WorkerCounters) -> Starlette:
+    install_psycopg2_counter(counters)  # what stays on the blocking engine (the login)
+    install_asyncpg_counter(counters)
+    url = settings.postgres_url.replace("+psycopg2://", "+asyncpg://")
+    return _sessionkeeper(f"{url}?table={ASGI_POSTGRES_TABLE}", settings)
+
+
 def raw_redis(settings: BenchSettings, counters: WorkerCounters) -> Starlette:
     """No session layer: the fewest round trips a Redis session can make, on
     redis.asyncio from the handler."""
@@ -173,6 +187,7 @@ VARIANTS: dict[str, Callable[[BenchSettings, WorkerCounters], Starlette]] = {
     "asgi-sk-redis": sk_redis,
     "asgi-sk-sqlite": sk_sqlite,
     "asgi-sk-postgresql": sk_postgresql,
+    "asgi-sk-postgresql-asyncpg": sk_postgresql_asyncpg,
     "asgi-raw-redis": raw_redis,
 }
 

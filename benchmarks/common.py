@@ -62,6 +62,7 @@ VARIANTS: tuple[str, ...] = (
     "asgi-sk-redis",
     "asgi-sk-sqlite",
     "asgi-sk-postgresql",
+    "asgi-sk-postgresql-asyncpg",
 )
 
 # Which server-side counter measures each variant's store traffic.
@@ -94,6 +95,7 @@ STORE_OF_VARIANT: dict[str, str] = {
     "asgi-sk-redis": "redis",
     "asgi-sk-sqlite": "sql",
     "asgi-sk-postgresql": "sql",
+    "asgi-sk-postgresql-asyncpg": "sql",
     "sk-cookie-permanent": "none",
     "sk-cookie-throttled": "none",
     "sk-redis": "redis",
@@ -121,7 +123,7 @@ REDIS_CLUSTER_MASTERS = 3  # the private Redis Cluster run.py starts for sk-redi
 POSTGRES_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
 # sk-postgresql's own table, so benchmark rows never mix with other users of DB `test`.
 POSTGRES_TABLE = "sessionkeeper_bench"
-ASGI_POSTGRES_TABLE = "sessionkeeper_bench_asgi"  # asgi-sk-postgresql's
+ASGI_POSTGRES_TABLE = "sessionkeeper_bench_asgi"  # asgi-sk-postgresql's (and -asyncpg's)
 # raw-postgresql's table: one row per simulated session, dropped after the run.
 RAW_POSTGRES_TABLE = "sessionkeeper_bench_raw"
 MARIADB_HOST = "127.0.0.1"

@@ -802,6 +802,7 @@ def clean_up_stores(options: Options, services: Services, key_prefix: str) -> No
         "sk-postgresql": (POSTGRES_URL, POSTGRES_TABLE),
         "raw-postgresql": (POSTGRES_URL, RAW_POSTGRES_TABLE),
         "asgi-sk-postgresql": (POSTGRES_URL, ASGI_POSTGRES_TABLE),
+        "asgi-sk-postgresql-asyncpg": (POSTGRES_URL, ASGI_POSTGRES_TABLE),
         "sk-mariadb": (MARIADB_URL, MARIADB_TABLE),
         "raw-mariadb": (MARIADB_URL, RAW_MARIADB_TABLE),
     }

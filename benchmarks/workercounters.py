@@ -119,6 +119,22 @@ def install_sqlite_counter(counter: WorkerCounters) -> None:
     sqlite3.dbapi2.connect = counting_connect  # type: ignore[assignment]
 
 
+def install_asyncpg_counter(counter: WorkerCounters) -> None:
+    """Count every statement asyncpg runs (each one round trip: prepared statements are
+    cached per connection, and autocommit sends no BEGIN)."""
+    from asyncpg.connection import Connection
+
+    for name in ("execute", "fetch", "fetchrow", "fetchval"):
+        original = getattr(Connection, name)
+
+        def counted(self: Any, query: str, *args: Any, _original: Any = original,
+                    **kwargs: Any) -> Any:
+            counter.count_statement(query)
+            return _original(self, query, *args, **kwargs)
+
+        setattr(Connection, name, counted)
+
+
 def install_psycopg2_counter(counter: WorkerCounters) -> None:
     """Count every round trip psycopg2 makes on connections opened from now on."""
     import psycopg2

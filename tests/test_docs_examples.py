@@ -139,6 +139,7 @@ class Servers:
             "MEMCACHED": self._memcached,
             "MEMCACHED_SERVERS": self._memcached_pair,
             "REDIS_URL": lambda: f"redis://{HOST}:6379/0",
+            "ASYNC_POSTGRESQL_URL": lambda: f"postgresql+asyncpg://postgres@{HOST}:5432/test",
             # Flask-SQLAlchemy puts a relative SQLite file in the block's instance folder
             "DATABASE_URL": lambda: "sqlite:///app.sqlite3",
             "REDIS_SENTINEL": self._sentinel,

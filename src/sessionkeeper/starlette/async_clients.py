@@ -4,12 +4,13 @@ blocking driver in the middleware's store threads.
 An ASGI app often has a ``redis.asyncio`` client or an SQLAlchemy ``AsyncEngine`` (or
 its ``postgresql+asyncpg://`` URL) already. The stores are written once, in blocking
 form (docs/architecture.md), so such a client stands for its server: the store connects
-there with the blocking driver (Redis then reads natively again, redis_async.py).
+there with the blocking driver. The hot calls then run natively again: Redis's on
+redis.asyncio (stores/redis_async.py), SQL's on the async driver named, asyncpg or
+aiomysql (stores/sql_async.py, set up by stores.py).
 """
 
 from __future__ import annotations
 
-import importlib.util
 from typing import Any
 
 from ..errors import ConfigurationError
@@ -23,9 +24,6 @@ _SYNC_DRIVERS = {
     "asyncmy": ("pymysql", "mysqldb"),
     "aiosqlite": ("pysqlite",),
 }
-#: SQLAlchemy driver names -> the module that must be importable
-_DRIVER_MODULES = {"psycopg2": "psycopg2", "psycopg": "psycopg", "pymysql": "pymysql",
-                   "mysqldb": "MySQLdb", "pysqlite": "sqlite3"}
 
 
 def url_of_async_client(client: object) -> str | None:
@@ -37,10 +35,10 @@ def url_of_async_client(client: object) -> str | None:
         from ..stores.redis_async import url_of_async_client as redis_url
 
         return redis_url(client)
-    if module.startswith("sqlalchemy.ext.asyncio"):
-        url = getattr(client, "url", None)
-        if url is not None:
-            return str(url.render_as_string(hide_password=False))
+    if module.startswith("sqlalchemy.ext.asyncio") and getattr(client, "url", None):
+        from ..stores.sql_async import async_engine_url
+
+        return str(async_engine_url(client).render_as_string(hide_password=False))
     if module.startswith("pymongo.asynchronous") or module.startswith("motor"):
         raise ConfigurationError(
             "store= takes a pymongo MongoClient or a mongodb:// URL, not an async MongoDB "
@@ -51,14 +49,8 @@ def url_of_async_client(client: object) -> str | None:
 def sync_driver_url(url: Any) -> Any:
     """``url`` (an SQLAlchemy URL) with an async driver replaced by a blocking driver of
     the same database that is installed; other URLs as they are."""
-    backend, _, driver = url.drivername.partition("+")
+    from ..stores.sql_async import blocking_url
+
+    _, _, driver = url.drivername.partition("+")
     candidates = _SYNC_DRIVERS.get(driver)
-    if candidates is None:
-        return url
-    for candidate in candidates:
-        if importlib.util.find_spec(_DRIVER_MODULES[candidate]) is not None:
-            return url.set(drivername=f"{backend}+{candidate}")
-    raise ConfigurationError(
-        f"{url.drivername}: the store runs in threads, with a blocking driver of the same "
-        f"database; install one of {', '.join(candidates)} "
-        f"(e.g. pip install {'psycopg2-binary' if candidates[0] == 'psycopg2' else candidates[0]})")
+    return url if candidates is None else blocking_url(url, candidates)

@@ -170,6 +170,11 @@ def _sqlalchemy(url: str, codec: ValueCodec, key_prefix: str) -> SessionStore:
     if "table" in parsed.query:
         config = {"SESSION_SQLALCHEMY": parsed.difference_update_query(["table"]),
                   "SESSION_SQLALCHEMY_TABLE": parsed.query["table"]}
+    given = sa.make_url(url)
+    if given.drivername != parsed.drivername:
+        # An async driver: the store's own blocking twin of it, and its hot statements
+        # natively on it (stores/sqlalchemy.py store_from_settings)
+        config["SESSION_SQLALCHEMY"] = given.difference_update_query(["table"])
     return _configured("sqlalchemy", config, codec, key_prefix)
 
 

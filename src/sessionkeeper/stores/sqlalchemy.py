@@ -25,6 +25,7 @@ UndecodableRecord) and written only when they fit the database (stores/sql_limit
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import hashlib
@@ -36,7 +37,7 @@ import socket
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar, cast
@@ -49,6 +50,13 @@ from ..errors import ConfigurationError, StoreUnavailable, UndecodableRecord
 from ..serialization import ValueCodec
 from ..settings import Settings, seconds
 from .base import SessionRecord, SessionStore, SessionUpdate
+from .sql_async import (
+    NativeStatements,
+    async_engine_url,
+    blocking_url,
+    is_async_url,
+    native_statements,
+)
 from .sql_direct import DirectStatement, direct_statement
 from .sql_limits import (
     DataLimit,
@@ -147,6 +155,8 @@ MAX_KEY_LENGTH = 255
 MAX_USER_ID_LENGTH = 255
 #: attempts of an optimistic save before giving up with StoreUnavailable (never a silent loss)
 MAX_SAVE_ATTEMPTS = 100
+#: the operations an async driver runs on the event loop (stores/sql_async.py)
+_NATIVE = {"load": "_load_async", "update": "_update_async", "touch": "_touch_async"}
 _REQUIRED_COLUMNS = ("key", "data", "created_at", "accessed_at", "expires_at", "permanent",
                      "user_id", "version")
 # Dialects that accept isolation_level="AUTOCOMMIT": engines built here use it, so a
@@ -327,6 +337,42 @@ class SQLAlchemyStore(SessionStore):
         self._limit: DataLimit | None = (postgresql_limit()
                                          if self._dialect.name == "postgresql" else None)
         self._limit_known = self._dialect.name not in ("mysql", "mariadb", "sqlite")
+        #: the same statements on an async driver, for ASGI apps (use_async_driver)
+        self._native: NativeStatements | None = None
+
+    def use_async_driver(self, url: str | sa.URL, *, timeout: float = DEFAULT_TIMEOUT) -> bool:
+        """Serve the read, the save and the refresh of ASGI requests on ``url``'s async
+        driver (``postgresql+asyncpg://``, ``postgresql+psycopg_async://``,
+        ``mysql+aiomysql://``: the same database as the engine's), from the event loop;
+        the rest stays on the engine. True when it will: the driver is one
+        stores/sql_async.py speaks, and the engine is one whose statements go straight to
+        its driver (stores/sql_direct.py)."""
+        if self._direct_writes is None:
+            return False
+        pool = self.engine.pool
+        size = (pool.size() + max(0, getattr(pool, "_max_overflow", 0))
+                if isinstance(pool, sa.pool.QueuePool) else 10)
+        self._native = native_statements(
+            sa.make_url(url), (self._load, self._read_current, self._save_row,
+                               self._save_row_and_user, self._refresh_row),
+            timeout=timeout, size=max(1, size))
+        return self._native is not None
+
+    def async_operation(self, method: str) -> Callable[..., Awaitable[Any]] | None:
+        """The read, the save and the refresh on the async driver (use_async_driver),
+        natively on an asyncio loop; None on trio, for a subclass that changed one of
+        them, while the engine is watched (sql_direct.py), and for a save while the
+        database's size limit is still to be asked."""
+        if self._native is None or method not in _NATIVE or getattr(
+                type(self), method) is not getattr(SQLAlchemyStore, method):
+            return None
+        if self._direct_runner() is None or (method == "update" and not self._limit_known):
+            return None
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:  # trio
+            return None
+        return getattr(self, _NATIVE[method])  # type: ignore[no-any-return]
 
     # -- connections ---------------------------------------------------------------
     @contextmanager
@@ -394,6 +440,9 @@ class SQLAlchemyStore(SessionStore):
                     {"k": _KEY_TYPE.process_bind_param(key, self._dialect), "now": now})
             else:
                 row = self._load_through_core(key, now)
+        return self._record_of(key, row)
+
+    def _record_of(self, key: str, row: Any) -> SessionRecord | None:
         if row is None:
             return None
         data, created_at, accessed_at, expires_at, permanent, user_id, version = row
@@ -552,6 +601,12 @@ class SQLAlchemyStore(SessionStore):
 
     def _write(self, runner: _Runner, seen: _Seen, update: SessionUpdate) -> bool:
         """Write the merged row if it is still at the version read; True when it was."""
+        statement, params = self._write_of(seen, update)
+        with self._sending(len(params["d"])):
+            return bool(runner.rowcount(statement, params))
+
+    def _write_of(self, seen: _Seen, update: SessionUpdate) -> tuple[Any, dict[str, Any]]:
+        """The versioned UPDATE writing the merged row, and its parameters."""
         data = self._packed(update.apply_to(seen.values))
         params: dict[str, Any] = {
             "k": seen.key, "v": seen.version, "d": data, "nv": seen.version + 1,
@@ -560,8 +615,66 @@ class SQLAlchemyStore(SessionStore):
         statement = self._save_row
         if update.user_id_changed:
             statement, params["u"] = self._save_row_and_user, update.user_id
-        with self._sending(len(data)):
-            return bool(runner.rowcount(statement, params))
+        return statement, params
+
+    # -- on an async driver (stores/sql_async.py): the same steps, from the event loop --
+    async def _load_async(self, key: str, now: float) -> SessionRecord | None:
+        params = {"k": _KEY_TYPE.process_bind_param(key, self._dialect), "now": now}
+        return self._record_of(key, await self._native_call(False, self._load, params))
+
+    async def _update_async(self, key: str, update: SessionUpdate) -> bool:
+        """``update``'s optimistic save (see ``_save``)."""
+        if update.user_id_changed:
+            _check_user_id(update.user_id)
+        seen = _seen_at_load(key, update.version)
+        for attempt in range(MAX_SAVE_ATTEMPTS):
+            if seen is None:
+                row = await self._native_call(False, self._read_current, _for_driver(
+                    {"k": key}, self._dialect))
+                if row is None:
+                    return False  # destroyed meanwhile (a logout): never recreate it
+                seen = _Seen(key, row[1], unpack_values(self.name, self.codec, row[0]))
+            statement, params = self._write_of(seen, update)
+            if await self._native_call(True, statement, _for_driver(params, self._dialect),
+                                       len(params["d"])):
+                return True
+            seen = None  # another request saved first: read it again
+            await asyncio.sleep(_pause(attempt))
+        raise StoreUnavailable(
+            self.name, f"the session kept changing concurrently; gave up after "
+                       f"{MAX_SAVE_ATTEMPTS} attempts and kept nothing")
+
+    async def _touch_async(self, key: str, accessed_at: float, expires_at: float, *,
+                           version: Any = None) -> bool:
+        params = _for_driver({"k": key, "a": accessed_at, "e": expires_at}, self._dialect)
+        return bool(await self._native_call(True, self._refresh_row, params))
+
+    async def _native_call(self, counts: bool, statement: Any, params: dict[str, Any],
+                           size: int = 0) -> Any:
+        """The first row (or, ``counts``, the matched rows) of ``statement`` on the async
+        driver, its errors as the blocking path reports them."""
+        native = self._native
+        assert native is not None
+        run = native.rowcount if counts else native.first
+        for attempt in range(MAX_DEADLOCK_ATTEMPTS):
+            try:
+                return await run(statement, params)
+            except (TimeoutError, asyncio.TimeoutError) as exc:  # (two classes on 3.10)
+                raise StoreUnavailable(
+                    self.name, f"no answer within {native.timeout} s") from exc
+            except Exception as exc:
+                if is_deadlock(exc) and attempt < MAX_DEADLOCK_ATTEMPTS - 1:
+                    await asyncio.sleep(_pause(attempt))  # rolled back: run it again
+                    continue
+                if size and is_packet_too_large(exc):
+                    self._limit_known = False  # asked again, in a thread, before the next save
+                    raise SQLRecordTooLarge(self.name, size, self._limit or DataLimit(
+                        0, "the server's max_allowed_packet (it did not say how much)")
+                    ) from exc
+                if isinstance(exc, native.unavailable):
+                    raise StoreUnavailable(self.name, exc) from exc
+                raise
+        raise AssertionError("unreachable")  # pragma: no cover
 
     @_retry_on_deadlock
     @_retry_on_disconnect
@@ -714,13 +827,17 @@ class _DirectRunner:
         pass
 
     def _for_driver(self, params: dict[str, Any]) -> dict[str, Any]:
-        """The conversions Core's bind processors would make: keys and user ids are
-        UTF-8 bytes on MariaDB/MySQL (ExactString)."""
-        converted = dict(params)
-        converted["k"] = _KEY_TYPE.process_bind_param(params["k"], self._dialect)
-        if "u" in params:
-            converted["u"] = _USER_TYPE.process_bind_param(params["u"], self._dialect)
-        return converted
+        return _for_driver(params, self._dialect)
+
+
+def _for_driver(params: dict[str, Any], dialect: sa.Dialect) -> dict[str, Any]:
+    """The conversions Core's bind processors would make: keys and user ids are UTF-8
+    bytes on MariaDB/MySQL (ExactString)."""
+    converted = dict(params)
+    converted["k"] = _KEY_TYPE.process_bind_param(params["k"], dialect)
+    if "u" in params:
+        converted["u"] = _USER_TYPE.process_bind_param(params["u"], dialect)
+    return converted
 
 
 def _seen_at_load(key: str, version: Any) -> _Seen | None:
@@ -769,8 +886,12 @@ def _check_user_id(user_id: str | None) -> None:
 
 
 def _back_off(attempt: int) -> None:
+    time.sleep(_pause(attempt))
+
+
+def _pause(attempt: int) -> float:
     # Random, growing pauses spread competing savers apart so one of them wins each round.
-    time.sleep(random.uniform(0, min(0.05, 0.001 * 2 ** min(attempt, 6))))
+    return random.uniform(0, min(0.05, 0.001 * 2 ** min(attempt, 6)))
 
 
 # -- building from configuration ---------------------------------------------------------
@@ -1068,6 +1189,17 @@ def store_from_settings(settings: Settings, codec: ValueCodec) -> SQLAlchemyStor
         raise ConfigurationError(
             "SESSION_SQLALCHEMY_BIND_KEY picks one engine of a Flask-SQLAlchemy object; "
             "with an Engine or a URL in SESSION_SQLALCHEMY, leave it unset")
+    if type(source).__module__.startswith("sqlalchemy.ext.asyncio"):
+        source = async_engine_url(source)  # an AsyncEngine: its database, as its URL says
+    native = _async_url(source)
+    if native is not None:
+        # The hot calls of ASGI apps on the async driver, the rest on a blocking twin.
+        url = _sqlite_in_instance_folder(blocking_url(native), settings.instance_path)
+        store = SQLAlchemyStore(engine_from_url(url, timeout=timeout), table=table,
+                                schema=schema, codec=codec, owns_engine=True,
+                                key_prefix=settings.key_prefix)
+        store.use_async_driver(native, timeout=timeout)
+        return store
     if isinstance(source, str | sa.URL):
         url = _sqlite_in_instance_folder(source, settings.instance_path)
         return SQLAlchemyStore(engine_from_url(url, timeout=timeout), table=table,
@@ -1083,3 +1215,14 @@ def store_from_settings(settings: Settings, codec: ValueCodec) -> SQLAlchemyStor
     raise ConfigurationError(
         f"SESSION_SQLALCHEMY must be a Flask-SQLAlchemy object (db = SQLAlchemy(app)), a "
         f"SQLAlchemy Engine or a database URL string, not {type(source).__name__}")
+
+
+def _async_url(source: Any) -> sa.URL | None:
+    """``source`` as a URL when it names an async driver (``postgresql+asyncpg://``)."""
+    if not isinstance(source, str | sa.URL):
+        return None
+    try:
+        url = sa.make_url(source)
+    except sa_exc.ArgumentError:
+        return None  # engine_from_url says what is wrong with it
+    return url if is_async_url(url) else None
