@@ -1,23 +1,24 @@
 """``store=`` given what an async app already has: a ``redis.asyncio`` client, an async
 SQLAlchemy URL or ``AsyncEngine``. Each stands for its server, which the store reaches
 with a blocking driver in its threads; sessions then live there, as the stored rows and
-keys show. An async MongoDB client is refused, saying what to pass instead."""
+keys show. An async MongoDB client stands for its servers with its own settings."""
 
 from __future__ import annotations
 
 import secrets
 from pathlib import Path
 
-import pytest
 import redis
 import redis.asyncio
 import sqlalchemy as sa
 from asgi_app import make_app
-from providers import sqlalchemy_postgresql
+from providers import mongodb, sqlalchemy_postgresql
+from servers import unused_port
 from starlette.testclient import TestClient
 
-from sessionkeeper.errors import ConfigurationError
 from sessionkeeper.ids import storage_key
+from sessionkeeper.serialization import ValueCodec
+from sessionkeeper.starlette.stores import store_from
 
 
 def logged_in_token(browser: TestClient) -> str:
@@ -66,10 +67,37 @@ def test_an_async_engine_stands_for_its_database(tmp_path: Path) -> None:
     assert keys == ["session:" + storage_key(token)]
 
 
-def test_an_async_mongodb_client_is_refused_saying_what_to_pass() -> None:
+def test_an_async_mongodb_client_stands_for_its_server_with_its_settings() -> None:
+    """The store's blocking client reaches the same servers as the app's async one, with
+    its keyword options (a URL would lose these); without a server the
+    session answers 503 and session-free routes stay up."""
     from pymongo import AsyncMongoClient
 
+    port = unused_port()
     client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(
-        "mongodb://127.0.0.1:1", connect=False)
-    with pytest.raises(ConfigurationError, match="a pymongo MongoClient or a mongodb:// URL"):
-        make_app(store=client).build_middleware_stack()
+        f"mongodb://ada:s3cret@127.0.0.1:{port}/?authSource=admin",
+        serverSelectionTimeoutMS=200, appname="shop", connect=False)
+    store = store_from(client, codec=ValueCodec(), key_prefix="session:")
+    blocking = store.inner.collection.database.client  # type: ignore[attr-defined]
+    assert blocking is not client and type(blocking).__name__ == "MongoClient"
+    assert blocking.topology_description.server_descriptions().keys() == {("127.0.0.1", port)}
+    options = blocking.options
+    assert (options.server_selection_timeout, options.pool_options.metadata["application"]
+            ) == (0.2, {"name": "shop"})
+    with TestClient(make_app(store=client)) as browser:
+        assert browser.post("/set", json={"a": 1}).status_code == 503
+        assert browser.get("/health").status_code == 200
+
+
+def test_an_async_mongodb_client_keeps_users_logged_in() -> None:
+    from pymongo import AsyncMongoClient
+
+    url = mongodb.server_url()
+    collection = mongodb.random_collection()
+    client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(
+        url, serverSelectionTimeoutMS=2000)
+    with mongodb.dropped_afterwards(url, collection):
+        app = make_app(store=client, key_prefix=f"sk-{secrets.token_hex(4)}:")
+        token = logged_in_token(TestClient(app))
+        assert TestClient(app, cookies={"session": token}).get("/view").json()["user"] == (
+            "laowang")

@@ -29,7 +29,7 @@ _SYNC_DRIVERS = {
 def url_of_async_client(client: object) -> str | None:
     """The URL to build the store from when ``client`` is an async client that stands
     for its server (a ``redis.asyncio`` client, an SQLAlchemy ``AsyncEngine``); None for
-    anything else. An async MongoDB client is refused with what to pass instead."""
+    anything else. A Motor client is refused with what to pass instead."""
     module = type(client).__module__
     if module.startswith("redis.asyncio"):
         from ..stores.redis_async import url_of_async_client as redis_url
@@ -39,11 +39,12 @@ def url_of_async_client(client: object) -> str | None:
         from ..stores.sql_async import async_engine_url
 
         return str(async_engine_url(client).render_as_string(hide_password=False))
-    if module.startswith("pymongo.asynchronous") or module.startswith("motor"):
+    if module.startswith("motor"):
         raise ConfigurationError(
-            "store= takes a pymongo MongoClient or a mongodb:// URL, not an async MongoDB "
-            "client: the MongoDB store runs in the middleware's store threads")
+            "store= takes a pymongo MongoClient or AsyncMongoClient, or a mongodb:// URL, "
+            "not a Motor client (Motor is deprecated in favour of pymongo's async API)")
     return None
+
 
 
 def sync_driver_url(url: Any) -> Any:

@@ -284,10 +284,12 @@ def client_from_setting(value: Any, timeout: float) -> tuple[pymongo.MongoClient
         value = DEFAULT_URL
     if isinstance(value, pymongo.MongoClient):
         return value, False
+    if type(value).__module__.startswith("pymongo.asynchronous"):
+        return _blocking_twin(value), True
     if not isinstance(value, str):
         raise ConfigurationError(
-            "SESSION_MONGODB must be a pymongo.MongoClient or a mongodb:// URL, "
-            f"not {type(value).__name__}"
+            "SESSION_MONGODB must be a pymongo MongoClient or AsyncMongoClient, or a "
+            f"mongodb:// URL, not {type(value).__name__}"
         )
     millis = max(1, int(timeout * 1000))
     try:
@@ -299,6 +301,20 @@ def client_from_setting(value: Any, timeout: float) -> tuple[pymongo.MongoClient
         raise ConfigurationError(f"SESSION_MONGODB={value!r} is not a usable MongoDB URL: "
                                  f"{exc}") from exc
     return client, True
+
+
+def _blocking_twin(client: Any) -> pymongo.MongoClient[Any]:
+    """A blocking client of the same servers, with the same settings, for an
+    ``AsyncMongoClient`` (an ASGI or Quart app's): the store runs in threads, and a URL
+    would lose the keyword options (timeouts among them) the app gave its client."""
+    # What the client was built from (URI or hosts, and every keyword option), as
+    # pymongo keeps it to compare and print clients.
+    settings = getattr(client, "_init_kwargs", None)
+    if not isinstance(settings, dict):
+        raise ConfigurationError(
+            "SESSION_MONGODB: this AsyncMongoClient does not show its settings (a pymongo "
+            "release this version does not know); pass a MongoClient or a mongodb:// URL")
+    return pymongo.MongoClient(**{**settings, "connect": False})
 
 
 def store_from_settings(settings: Settings, codec: ValueCodec) -> MongoDBStore:
