@@ -161,7 +161,8 @@ def test_login_and_logout_set_and_unset_the_user() -> None:
 # -- configuration ----------------------------------------------------------------------
 @pytest.mark.parametrize("value", [42, {"host": "localhost"}, b"mongodb://x", ["mongodb://x"]])
 def test_session_mongodb_of_the_wrong_type_is_a_clear_configuration_error(value: Any) -> None:
-    with pytest.raises(ConfigurationError, match=r"SESSION_MONGODB must be a pymongo\.MongoClient"):
+    with pytest.raises(ConfigurationError,
+                       match=r"SESSION_MONGODB must be a pymongo MongoClient or AsyncMongoClient"):
         build({"SESSION_MONGODB": value})
 
 
