@@ -170,8 +170,8 @@ Where a store stays under its floor, the profiles say why (instructions per requ
 through the whole Flask app in process, `python benchmarks/inprocess.py VARIANT ROUTE
 --instructions`, measured 2026-12-04; the store servers' own work is not counted):
 
-- The session layer itself: `sk-memory` `/write` executes 585k instructions and `/read`
-  about 470k, where the raw variants' views do their round trips in 450k to 670k. A raw
+- The session layer itself: `sk-memory` `/write` executes 586k instructions and `/read`
+  471k, where the raw variants' views do their round trips in 450k to 670k. A raw
   view reads no cookie, checks no signature, hashes no id, decodes no values and sends
   no Set-Cookie; sessionkeeper does each of these once per request that uses the session.
   Against a cheap round trip (Redis, memcached, SQLite) these 150k to 300k instructions are
@@ -181,17 +181,20 @@ through the whole Flask app in process, `python benchmarks/inprocess.py VARIANT 
   need) against the raw variant's one; pymysql parses each column's description in Python
   (`_get_descriptions`, about a fifth of the read's time in `--profile`). Writes are one
   versioned `UPDATE` (the compare-and-set that keeps concurrent saves from losing each
-  other's keys) where the raw variant blindly overwrites: `sk-mariadb` `/write` 1,546k
-  instructions vs 667k raw.
+  other's keys) where the raw variant blindly overwrites: `sk-mariadb` `/write` 1,505k
+  instructions vs 665k raw, `/read` 1,101k vs 571k.
 - PostgreSQL: the same row and the same versioned `UPDATE`; the statements are compiled
   once and sent straight to psycopg2, so the rest is the session layer above
-  (`sk-postgresql` `/write` 1,112k vs 497k raw).
-- memcached: the same `gets` + `cas` as the floor (`sk-memcached` `/write` 814k vs 491k);
+  (`sk-postgresql` `/write` 1,066k vs 499k raw).
+- Redis: one `HGETALL` and one `EVALSHA` (the delta applied in Redis only if the session
+  still exists, so a logout is never undone) against `GET` + `SET` (`sk-redis` `/write`
+  725k vs 610k).
+- memcached: the same `gets` + `cas` as the floor (`sk-memcached` `/write` 759k vs 491k);
   the difference is the session layer.
 - files: a write opens the session's file and takes its `flock` (concurrent requests of
   one session never lose each other's changes), reads it again under the lock, writes
   a temporary file, sets its mtime to the expiry (what the sweep reads) and renames it
-  over; the raw variant reads and renames (`sk-filesystem` `/write` 946k vs 495k).
+  over; the raw variant reads and renames (`sk-filesystem` `/write` 886k vs 496k).
 """
 
 
