@@ -15,15 +15,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import re
 import secrets
-import subprocess
 import sys
 import tempfile
 import time
 from typing import Any
 
-from common import BENCH_DIR, BenchSettings, subprocess_env
+from common import BenchSettings, instructions_per_call
 
 ROUTES = ("/ping", "/read", "/write")
 
@@ -78,19 +76,8 @@ async def call(app: Any, path: str, cookie: bytes | None) -> tuple[int, bytes | 
 
 def instructions(variant: str, route: str, calls: int, concurrency: int) -> float:
     """Instructions per request: callgrind totals of 2N and N requests, differenced."""
-    totals = []
-    for n in (calls, 2 * calls):
-        proc = subprocess.run(
-            ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
-             sys.executable, str(BENCH_DIR / "asgi_inprocess.py"), variant, route,
-             "--calls", str(n), "--concurrency", str(concurrency)],
-            env=subprocess_env({"PYTHONHASHSEED": "0"}), capture_output=True, text=True,
-            check=False)
-        found = re.search(r"Collected : (\d+)", proc.stderr)
-        if proc.returncode != 0 or not found:
-            raise RuntimeError(f"callgrind failed: {proc.stderr[-2000:]}")
-        totals.append(int(found.group(1)))
-    return (totals[1] - totals[0]) / calls
+    return instructions_per_call("asgi_inprocess.py",
+                                 [variant, route, "--concurrency", str(concurrency)], calls)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -230,3 +231,21 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def instructions_per_call(script: str, args: list[str], calls: int) -> float:
+    """Instructions one call of a benchmark loop costs: callgrind totals of ``script``
+    run with ``--calls N`` and ``--calls 2N``, differenced (start-up and imports cancel)."""
+    totals = []
+    for n in (calls, 2 * calls):
+        proc = subprocess.run(
+            ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
+             sys.executable, str(BENCH_DIR / script), *args, "--calls", str(n)],
+            env=subprocess_env({"PYTHONHASHSEED": "0"}), capture_output=True, text=True,
+            check=False,
+        )
+        found = re.search(r"Collected : (\d+)", proc.stderr)
+        if proc.returncode != 0 or not found:
+            raise RuntimeError(f"callgrind failed: {proc.stderr[-2000:]}")
+        totals.append(int(found.group(1)))
+    return (totals[1] - totals[0]) / calls

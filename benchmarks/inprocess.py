@@ -22,21 +22,18 @@ import cProfile
 import gc
 import os
 import pstats
-import re
 import secrets
-import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
 from typing import Any
 
 from common import (
-    BENCH_DIR,
     REDIS_PORT,
     SRC_DIR,
     STORE_OF_VARIANT,
     BenchSettings,
-    subprocess_env,
+    instructions_per_call,
 )
 
 #: routes whose first response must be 200 with a live session
@@ -109,20 +106,8 @@ def run_loop(variant: str, route: str, calls: int, profile: bool, ports: StorePo
 
 def instructions(variant: str, route: str, calls: int, ports: StorePorts, src: str) -> float:
     """Instructions per request: callgrind totals of 2N and N calls, differenced."""
-    totals = []
-    for n in (calls, 2 * calls):
-        proc = subprocess.run(
-            ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
-             sys.executable, str(BENCH_DIR / "inprocess.py"), variant, route,
-             "--calls", str(n), *ports.argv(), "--src", src],
-            env=subprocess_env({"PYTHONHASHSEED": "0"}), capture_output=True, text=True,
-            check=False,
-        )
-        found = re.search(r"Collected : (\d+)", proc.stderr)
-        if proc.returncode != 0 or not found:
-            raise RuntimeError(f"callgrind failed: {proc.stderr[-2000:]}")
-        totals.append(int(found.group(1)))
-    return (totals[1] - totals[0]) / calls
+    return instructions_per_call("inprocess.py", [variant, route, *ports.argv(), "--src", src],
+                                 calls)
 
 
 def main(argv: list[str] | None = None) -> int:
