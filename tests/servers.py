@@ -418,9 +418,19 @@ class RedisSentinel:
         """Make a replica the master now (not after the sentinel's 5 s of silence) and
         wait until the sentinel names it and it accepts writes."""
         previous = self.master_port
-        answer = _redis_cli(self.port, "sentinel", "failover", self.master_name)
-        if "OK" not in answer and "INPROG" not in answer:
-            raise ServerUnavailable(f"sentinel failover refused: {answer}")
+        answers: list[str] = []
+
+        def started() -> bool:
+            # NOGOODSLAVE until the sentinel has seen the replica in the master's INFO,
+            # which it reads every 10 s: ask again until it has.
+            answers.append(_redis_cli(self.port, "sentinel", "failover", self.master_name))
+            if "NOGOODSLAVE" in answers[-1]:
+                return False
+            if "OK" not in answers[-1] and "INPROG" not in answers[-1]:
+                raise ServerUnavailable(f"sentinel failover refused: {answers[-1]}")
+            return True
+
+        _wait(started, "a replica the sentinel can promote")
 
         def promoted() -> bool:
             # SENTINEL MASTER, not GET-MASTER-ADDR-BY-NAME: that names the promoted

@@ -3,8 +3,11 @@ app's only store thread is held, fifty concurrent writers of one session."""
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import secrets
 import threading
+import weakref
 from typing import Any
 
 import anyio
@@ -71,3 +74,23 @@ def answers_as_on_asyncio_and_trio(app: SessionMiddleware) -> None:
     assert on_trio.get("/view").json() == browser.get("/view").json()
     browser.post("/logout")
     assert browser.get("/view").json() == {"session": {}, "user": None}
+
+
+def loops_kept_alive(app: SessionMiddleware, runs: int = 3) -> int:
+    """How many of ``runs`` event loops that served a session change (and ended, as
+    asyncio.run ends them) are still in memory: the store's per-loop connections must
+    not keep them."""
+    loops: list[weakref.ref[asyncio.AbstractEventLoop]] = []
+
+    async def one_change() -> None:
+        loops.append(weakref.ref(asyncio.get_running_loop()))
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                     base_url="http://test") as browser:
+            token = (await browser.post("/set", json={"a": 1})).cookies["session"]
+            browser.cookies.set("session", token)
+            assert (await browser.post("/set", json={"b": 2})).status_code == 200
+
+    for _ in range(runs):
+        asyncio.run(one_change())
+    gc.collect()
+    return sum(loop() is not None for loop in loops)

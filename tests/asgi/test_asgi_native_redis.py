@@ -19,6 +19,7 @@ import redis
 from native_redis import (
     answers_as_on_asyncio_and_trio,
     fifty_writers,
+    loops_kept_alive,
     served_while_the_store_threads_are_busy,
     session_app,
 )
@@ -120,3 +121,7 @@ def test_a_frozen_redis_answers_503_after_the_timeout_and_recovers(
         assert frozen.status_code == 503 and "temporarily unavailable" in frozen.text
         assert DEFAULT_TIMEOUT - 0.5 < waited < DEFAULT_TIMEOUT + 3  # the store's timeout
         assert browser.get("/view").json()["session"] == {"a": 1}  # a new connection
+
+
+def test_an_event_loop_that_ended_is_not_kept_alive_by_its_connections() -> None:
+    assert loops_kept_alive(session_app(REDIS_URL)) == 0

@@ -21,10 +21,10 @@ import httpx
 import pytest
 import sqlalchemy as sa
 from asgi_app import ROUTES
+from native_redis import fifty_writers, loops_kept_alive, served_while_the_store_threads_are_busy
 from providers import _sqlalchemy, sqlalchemy_mariadb, sqlalchemy_postgresql
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
-from test_asgi_native_redis import fifty_writers, served_while_the_store_threads_are_busy
 
 from sessionkeeper.serialization import ValueCodec
 from sessionkeeper.starlette import SessionMiddleware
@@ -66,6 +66,12 @@ def database(request: pytest.FixtureRequest) -> Iterator[tuple[str, str, str]]:
 def session_app(store: Any, **options: Any) -> SessionMiddleware:
     return SessionMiddleware(Starlette(routes=ROUTES), secret_key="test secret", store=store,
                              key_prefix=f"native-{secrets.token_hex(4)}:", **options)
+
+
+def test_an_event_loop_that_ended_is_not_kept_alive_by_its_connections(
+        database: tuple[str, str, str]) -> None:
+    _, native, table = database
+    assert loops_kept_alive(session_app(f"{native}?table={table}")) == 0
 
 
 def test_a_read_needs_no_store_thread_on_asyncio(database: tuple[str, str, str]) -> None:

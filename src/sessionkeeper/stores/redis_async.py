@@ -69,19 +69,26 @@ def _forget_inherited_connections() -> None:
         commands.forget_loops()
 
 
-async def _running_until_shutdown(cleanup: Callable[[], Awaitable[None]]) -> AsyncIterator[None]:
+async def _running_until_shutdown(cleanup: Callable[[], Awaitable[None]],
+                                  loop: asyncio.AbstractEventLoop) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        await cleanup()
+        try:
+            await cleanup()
+        finally:
+            # A finished generator still holds its loop's finalizer hook: kept here, it
+            # would keep the closed loop alive. The loop's shutdown holds the others.
+            _AT_SHUTDOWN.pop(loop, None)
 
 
 async def at_loop_shutdown(cleanup: Callable[[], Awaitable[None]]) -> None:
     """Awaits ``cleanup()`` when the running loop shuts down (asyncio.run and the servers
     built on it finalize every async generator first): no socket outlives its loop."""
-    hook = _running_until_shutdown(cleanup)
+    loop = asyncio.get_running_loop()
+    hook = _running_until_shutdown(cleanup, loop)
     await hook.__anext__()
-    _AT_SHUTDOWN.setdefault(asyncio.get_running_loop(), []).append(hook)
+    _AT_SHUTDOWN.setdefault(loop, []).append(hook)
 
 
 async def disconnect_all(connections: list[Any]) -> None:

@@ -231,15 +231,18 @@ class _LoopPool:
         self.waiting: collections.deque[asyncio.Future[Any]] = collections.deque()
 
 
-async def _closing_at_loop_shutdown(pool: _LoopPool, drop: Callable[[Any], None]
-                                    ) -> AsyncIterator[None]:
-    """Closes ``pool``'s idle connections when the loop finalizes this generator."""
+async def _closing_at_loop_shutdown(pool: _LoopPool, drop: Callable[[Any], None],
+                                    forget: Callable[[], Any]) -> AsyncIterator[None]:
+    """Closes ``pool``'s idle connections when the loop finalizes this generator, then
+    ``forget``s it (a finished generator still holds its loop's finalizer hook: kept,
+    it would keep the closed loop alive)."""
     try:
         yield
     finally:
         connections, pool.idle[:] = list(pool.idle), []
         for connection in connections:
             drop(connection)
+        forget()
 
 
 class NativeStatements:
@@ -344,7 +347,8 @@ class NativeStatements:
             pool = self._pools[loop] = _LoopPool()
             # Closed when the loop shuts down (asyncio.run and the servers built on it
             # close every async generator first): no socket outlives its loop.
-            closer = _closing_at_loop_shutdown(pool, self._driver.drop)
+            closer = _closing_at_loop_shutdown(
+                pool, self._driver.drop, lambda: self._closers.pop(loop, None))
             await closer.__anext__()
             self._closers[loop] = closer
         return pool
