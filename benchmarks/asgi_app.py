@@ -117,12 +117,19 @@ def starsessions_redis(settings: BenchSettings, counters: WorkerCounters) -> Sta
     return _starsessions(RedisStore(redis_url(settings), prefix=settings.key_prefix))
 
 
-def _sessionkeeper(store: str | None, settings: BenchSettings) -> Starlette:
-    from sessionkeeper.starlette import SessionMiddleware
+def _sessionkeeper(store: str | None, settings: BenchSettings,
+                   on_demand: bool = False) -> Starlette:
+    from sessionkeeper.starlette import SessionAutoloadMiddleware, SessionMiddleware
 
+    # On demand: the routes that use the session are loaded by the autoload middleware
+    # (the endpoints stay the same); /ping reads nothing.
+    autoload = [Middleware(SessionAutoloadMiddleware, paths=["/login", "/read", "/write"])]
     return Starlette(routes=session_routes(), middleware=[
         Middleware(SessionMiddleware, secret_key=SECRET_KEY, max_age=ONE_DAY, store=store,
-                   key_prefix=settings.key_prefix, store_threads=THREADS)])
+                   key_prefix=settings.key_prefix, store_threads=THREADS,
+                   preload=not on_demand),
+        *(autoload if on_demand else []),
+    ])
 
 
 def sk_cookie(settings: BenchSettings, counters: WorkerCounters) -> Starlette:
@@ -131,6 +138,10 @@ def sk_cookie(settings: BenchSettings, counters: WorkerCounters) -> Starlette:
 
 def sk_redis(settings: BenchSettings, counters: WorkerCounters) -> Starlette:
     return _sessionkeeper(redis_url(settings), settings)
+
+
+def sk_redis_on_demand(settings: BenchSettings, counters: WorkerCounters) -> Starlette:
+    return _sessionkeeper(redis_url(settings), settings, on_demand=True)
 
 
 def sk_sqlite(settings: BenchSettings, counters: WorkerCounters) -> Starlette:
@@ -185,6 +196,7 @@ VARIANTS: dict[str, Callable[[BenchSettings, WorkerCounters], Starlette]] = {
     "asgi-starsessions-redis": starsessions_redis,
     "asgi-sk-cookie": sk_cookie,
     "asgi-sk-redis": sk_redis,
+    "asgi-sk-redis-on-demand": sk_redis_on_demand,
     "asgi-sk-sqlite": sk_sqlite,
     "asgi-sk-postgresql": sk_postgresql,
     "asgi-sk-postgresql-asyncpg": sk_postgresql_asyncpg,

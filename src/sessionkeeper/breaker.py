@@ -13,6 +13,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any, TypeVar
 
 from .backend import logger
@@ -118,7 +119,7 @@ class GuardedStore(SessionStore):
         return getattr(self.inner, name)
 
     def load(self, key: str, now: float) -> SessionRecord | None:
-        return self.breaker.call(lambda: self.inner.load(key, now))
+        return self.breaker.call(partial(self.inner.load, key, now))
 
     def create(self, key: str, record: SessionRecord) -> None:
         self.breaker.call(lambda: self.inner.create(key, record))

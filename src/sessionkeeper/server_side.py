@@ -179,7 +179,22 @@ class ServerSideSessions:
 
     # -- save ----------------------------------------------------------------------
     def save(self, session: Session) -> CookieUpdate | None:
+        if self.only_read(session):
+            return None  # the common read: settled here, without running the steps
         return run_sync(self.save_steps(session), self.store)
+
+    def only_read(self, session: Session) -> bool:
+        """True when saving ``session`` has nothing to do: the request loaded a live
+        stored session, changed nothing and no refresh is due (what ``save_steps``
+        concludes the long way)."""
+        if not session.loaded:
+            return True
+        if session.destroyed or session.regenerate_requested or session.modified:
+            return False
+        state = session.state
+        return (not state.new and state.rotated_from is None and not session.empty
+                and not self.policy.should_refresh(state.created_at, state.accessed_at,
+                                                   self.clock()))
 
     def save_steps(self, session: Session) -> Steps[CookieUpdate | None]:
         """The store work of saving ``session`` (store_steps.py): none when the request

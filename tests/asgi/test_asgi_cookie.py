@@ -17,7 +17,12 @@ from asgi_app import ROUTES, make_app
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.sessions import SessionMiddleware as StarlettesMiddleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 from starlette.testclient import TestClient
+
+from sessionkeeper.starlette import SessionMiddleware
 
 SECRET = "test secret"
 
@@ -100,6 +105,60 @@ def test_set_cookie_only_when_the_session_changed_and_vary_only_when_used() -> N
 
     untouched = client.get("/health")
     assert "set-cookie" not in untouched.headers and "vary" not in untouched.headers
+
+
+@pytest.mark.parametrize("own_vary", [[], [b"Accept-Encoding"], [b"Accept-Encoding", b"Origin"],
+                                      [b"Cookie"]])
+def test_vary_is_joined_into_the_apps_own_as_starlette_joins_it(own_vary: list[bytes]) -> None:
+    """The app's Vary headers are merged into one, ", Cookie" added, headers kept in
+    order (a duplicate "Cookie" as well: byte for byte what Starlette sends)."""
+    async def page(request: Request) -> Response:
+        request.session["seen"] = True
+        response = Response("ok", headers={"x-before": "1"})
+        response.raw_headers.extend((b"vary", value) for value in own_vary)
+        response.raw_headers.append((b"x-after", b"2"))
+        return response
+
+    def headers_of(middleware: Any) -> list[tuple[bytes, bytes]]:
+        app = Starlette(routes=[Route("/", page)],
+                        middleware=[Middleware(middleware, secret_key=SECRET)])
+        raw = TestClient(app).get("/").headers.raw
+        return [(k.lower(), v.split(b".")[0]) for k, v in raw]  # signatures differ
+
+    assert headers_of(SessionMiddleware) == headers_of(StarlettesMiddleware)
+
+
+def test_values_read_with_get_or_brackets_are_the_stored_ones_and_tracked() -> None:
+    """A plain value comes straight from the mapping; a list or dict handed out by
+    ``get`` or ``[]`` is still watched, so changing it in place is saved."""
+    async def change(request: Request) -> JSONResponse:
+        session = request.session
+        seen = [session.get("n"), session["s"], session.get("missing", "dflt"),
+                session.get("_sk.meta", "hidden")]
+        session.get("cart").append(3)  # the only change: it must be noticed
+        return JSONResponse(seen)
+
+    async def change_by_brackets(request: Request) -> JSONResponse:
+        request.session["prefs"]["theme"] = "dark"
+        return JSONResponse(None)
+
+    async def start(request: Request) -> JSONResponse:
+        request.session.update(n=1, s="x", cart=[1], prefs={})
+        request.session.login("42")
+        return JSONResponse(None)
+
+    async def view(request: Request) -> JSONResponse:
+        return JSONResponse(dict(request.session))
+
+    app = Starlette(routes=[Route("/start", start), Route("/change", change),
+                            Route("/brackets", change_by_brackets), Route("/view", view)],
+                    middleware=[Middleware(SessionMiddleware, secret_key=SECRET)])
+    client = TestClient(app)
+    client.get("/start")
+    assert client.get("/change").json() == [1, "x", "dflt", "hidden"]
+    client.get("/brackets")
+    assert client.get("/view").json() == {"n": 1, "s": "x", "cart": [1, 3],
+                                          "prefs": {"theme": "dark"}}
 
 
 def test_a_nested_value_changed_in_place_is_saved() -> None:

@@ -14,7 +14,7 @@ import binascii
 import json
 import secrets
 import time
-from base64 import b64decode, b64encode
+from base64 import b64encode
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -76,10 +76,11 @@ class StarletteCookies:
         self.codec = StarletteJSONCodec()
 
     # -- open ----------------------------------------------------------------------
-    def open(self, token: str | None) -> Session:
-        """The request's session, read (signature checked, JSON decoded) only when the
-        app first uses it: a request that never does costs nothing (no I/O either way)."""
-        return Session.lazy(lambda: self.load(token), self.codec)
+    def open(self, token: Callable[[], str | None]) -> Session:
+        """The request's session, read (``token()`` asked for the cookie, its signature
+        checked, its JSON decoded) only when the app first uses it: a request that never
+        does costs nothing (no I/O either way)."""
+        return Session.lazy(lambda: self.load(token()), self.codec)
 
     def load(self, token: str | None) -> LoadedState:
         now = self.clock()
@@ -115,7 +116,7 @@ class StarletteCookies:
         except UnicodeError:
             return self._reject("not ASCII")
         try:
-            data = json.loads(b64decode(signed))
+            data = json.loads(binascii.a2b_base64(signed))  # = b64decode(signed)
         except (ValueError, binascii.Error, RecursionError) as exc:
             # Signed with the key but not base64 JSON: Starlette answers 500.
             return self._reject(f"undecodable payload ({type(exc).__name__})")
@@ -132,6 +133,11 @@ class StarletteCookies:
     def save(self, session: Session) -> CookieUpdate | None:
         if not session.loaded:
             return None
+        # Starlette's rule: a Set-Cookie only when the session changed (a login sets
+        # meta_changed, so it counts as modified). Asked once: it encodes every value.
+        modified = session.modified
+        if not (modified or session.destroyed or session.regenerate_requested):
+            return None
         state = session.state
         now = self.clock()
         if session.destroyed and not state.new:
@@ -139,12 +145,10 @@ class StarletteCookies:
         if session.user_changed or session.regenerate_requested:
             self._rebind(state, now)
         if session.empty:
-            emptied = session.destroyed or session.cleared or session.modified
+            emptied = session.destroyed or modified
             return DELETE_COOKIE if state.had_cookie and emptied else None
         if session.destroyed:
             state.new, state.created_at = True, now  # written to after logout: a new session
-        if not (session.destroyed or session.modified or session.regenerate_requested):
-            return None  # Starlette's rule: a Set-Cookie only when the session changed
         value = self.dumps(self._payload(session, state))
         issue_cookie(self, session, f"{self.cookie_name}={value}", self.max_size)
         return CookieUpdate(value, self.max_age)

@@ -11,8 +11,9 @@ declared in the OpenAPI document.
     def me(user: CurrentUser) -> dict[str, str]:   # 401 until session.login(...)
         return {"user": user}
 
-The session is the one ``SessionMiddleware`` opened (already loaded, so the dependency
-does no I/O). With another cookie name than "session", build the pair with
+The session is the one ``SessionMiddleware`` opened: already loaded (no I/O here), or,
+under ``SessionMiddleware(preload=False)``, read now, so only routes that depend on it
+read the store. With another cookie name than "session", build the pair with
 :func:`session_dependencies`.
 """
 
@@ -30,6 +31,7 @@ except ImportError as exc:  # pragma: no cover - the message is the point
         f"sessionkeeper.starlette.fastapi needs FastAPI ({exc}): pip install fastapi") from exc
 
 from ..errors import ConfigurationError
+from .from_starsessions import load_session
 from .session import Session
 
 __all__ = ["CurrentUser", "SessionDep", "current_user", "session_dependencies",
@@ -38,16 +40,19 @@ __all__ = ["CurrentUser", "SessionDep", "current_user", "session_dependencies",
 NOT_LOGGED_IN = "Not authenticated"
 
 
-def _session_of(request: Request) -> Session:
-    if "session" not in request.scope:
+async def _session_of(request: Request) -> Session:
+    found = request.scope.get("session")
+    if found is None:
         raise ConfigurationError(
             "no session on this request: add sessionkeeper's middleware, "
             "app.add_middleware(SessionMiddleware, secret_key=...) from sessionkeeper.starlette")
-    session = request.session  # Starlette's accessor: the response then varies on Cookie
-    if not isinstance(session, Session):
+    if not isinstance(found, Session):
         raise ConfigurationError(
             "request.session comes from another middleware (Starlette's own?): use "
             "SessionMiddleware from sessionkeeper.starlette")
+    await load_session(request)  # read now under SessionMiddleware(preload=False)
+    session = request.session  # Starlette's accessor: the response then varies on Cookie
+    assert session is found
     return session
 
 
@@ -62,10 +67,10 @@ def session_dependencies(
         name=cookie_name, scheme_name=f"{cookie_name} cookie", auto_error=False,
         description="The session cookie sessionkeeper's SessionMiddleware sets.")
 
-    def session_dependency(
+    async def session_dependency(
         request: Request, _cookie: Annotated[str | None, Security(scheme)] = None,
     ) -> Session:
-        return _session_of(request)
+        return await _session_of(request)
 
     def current_user(session: Annotated[Session, Depends(session_dependency)]) -> str:
         user_id = session.user_id

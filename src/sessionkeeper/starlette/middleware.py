@@ -9,9 +9,9 @@ finds it; it is saved when the response starts, so the cookie goes out with it.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from functools import partial
 from typing import Literal
 
-from starlette.datastructures import MutableHeaders
 from starlette.requests import cookie_parser
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -69,8 +69,12 @@ class SessionMiddleware:
         breaker_seconds: float = 5.0,
         store_threads: int = DEFAULT_STORE_THREADS,
         device_info: Iterable[str] | None = ("user_agent",),
+        preload: bool = True,
     ) -> None:
         self.app = app
+        #: False: a stored session is read only when the app awaits load_session(request)
+        #: (or SessionDep, or SessionAutoloadMiddleware), as with starsessions
+        self.preload = preload
         self.session_cookie = session_cookie
         self.max_age = max_age
         self.path = path
@@ -112,12 +116,26 @@ class SessionMiddleware:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        try:
-            session = await self._open(_cookie(scope, self.session_cookie))
-        except StoreUnavailable as exc:
-            logger.error("%s; answering 503", exc)
-            await _refuse(scope, send)
-            return
+        if self.cookies is not None:
+            # Not even the Cookie header is read until the app uses its session. (The
+            # headers, not the scope: the scope holds the session, and a cycle would
+            # leave every request's objects to the garbage collector.)
+            session = self.cookies.open(
+                partial(_cookie, scope["headers"], self.session_cookie))
+        else:
+            token = _cookie(scope["headers"], self.session_cookie)
+            server = self.server
+            assert server is not None
+            if (not self.preload and token is not None and scope["type"] == "http"
+                    and server.ids.is_well_formed(token)):
+                session = Session.on_demand(token, server.codec)  # read when loaded
+            else:
+                try:
+                    session = await self._open(token)
+                except StoreUnavailable as exc:
+                    logger.error("%s; answering 503", exc)
+                    await _refuse(scope, send)
+                    return
         session._device = Device(scope, self.device_info)
         scope["session"] = session
         scope[SCOPE_KEY] = self  # for user_sessions(request)
@@ -126,22 +144,32 @@ class SessionMiddleware:
             await self.app(scope, receive, send)
             return
         replaced = False  # a 503 went out in place of the app's response
+        started = False
 
         async def send_wrapper(message: Message) -> None:
-            nonlocal replaced
+            nonlocal replaced, started
             if replaced:
                 return  # the rest of the app's response: already answered
             if message["type"] == "http.response.start":
-                try:
-                    await self._commit(session, message)
-                except StoreUnavailable as exc:
-                    logger.error("%s; answering 503", exc)
-                    replaced = True
-                    await _refuse(scope, send, _NOT_SAVED)
-                    return
+                started = True
+                if session.accessed and session.loaded:
+                    try:
+                        await self._commit(session, message)
+                    except StoreUnavailable as exc:
+                        logger.error("%s; answering 503", exc)
+                        replaced = True
+                        await _refuse(scope, send, _NOT_SAVED)
+                        return
             await send(message)
 
-        await self.app(scope, receive, send_wrapper)
+        try:
+            await self.app(scope, receive, send_wrapper)
+        except StoreUnavailable as exc:
+            if started:
+                raise
+            # A load on demand (load_session) met the outage inside the app.
+            logger.error("%s; answering 503", exc)
+            await _refuse(scope, send)
 
     def _checking_at_startup(self, send: Send) -> Send:
         """``send`` that checks the store before the app reports it started: a
@@ -160,8 +188,7 @@ class SessionMiddleware:
 
     # -- open --------------------------------------------------------------------------
     async def _open(self, token: str | None) -> Session:
-        if self.cookies is not None:
-            return self.cookies.open(token)
+        """A server-side session, read from the store before the app runs."""
         server = self.server
         assert server is not None
         if token is None or not server.ids.is_well_formed(token):
@@ -173,6 +200,19 @@ class SessionMiddleware:
         state = await run_async(server.load_steps(token), server.store, self.threads.run)
         return Session.preloaded(state, server.codec)
 
+    async def load_on_demand(self, session: Session) -> None:
+        """Read a session opened with ``preload=False`` (load_session calls this)."""
+        token = session.pending_token
+        if token is None:
+            return  # loaded already, or nothing to load
+        server = self.server
+        assert server is not None
+        if server.store.async_operation("load") is None:
+            state = await self.threads.run(server.load, token)
+        else:
+            state = await run_async(server.load_steps(token), server.store, self.threads.run)
+        session.fill(state)
+
     def _open_stored(self, token: str) -> Session:
         server = self.server
         assert server is not None
@@ -181,21 +221,19 @@ class SessionMiddleware:
 
     # -- save --------------------------------------------------------------------------
     async def _commit(self, session: Session, message: Message) -> None:
-        """Vary, save and Set-Cookie on the response's start message."""
-        if not session.accessed:
-            return  # the app never used its session: nothing to vary on or save
-        message.setdefault("headers", [])
-        headers = MutableHeaders(scope=message)
-        headers.add_vary_header("Cookie")
+        """Vary, save and Set-Cookie on the start message of a response whose app used
+        its session (one that never did has nothing to vary on or save)."""
+        headers = _vary_on_cookie(message)
         if message["status"] >= 500:
             return  # a failed request leaves none of its changes behind
-        update = await self._save(session)
+        if self.cookies is not None:
+            update = self.cookies.save(session)
+        else:
+            update = await self._save(session)
         if update is not None:
-            headers.append("Set-Cookie", self._set_cookie(update))
+            headers.append((b"set-cookie", self._set_cookie(update).encode("latin-1")))
 
     async def _save(self, session: Session) -> CookieUpdate | None:
-        if self.cookies is not None:
-            return self.cookies.save(session)
         server = self.server
         assert server is not None
         if self._reads_only(server, session):
@@ -227,13 +265,30 @@ class SessionMiddleware:
                 f"{self.security_flags}")
 
 
-def _cookie(scope: Scope, name: str) -> str | None:
+def _cookie(headers: Iterable[tuple[bytes, bytes]], name: str) -> str | None:
     """The session cookie as ``request.cookies[name]`` reads it (the first Cookie
     header, Starlette's parser)."""
-    for key, value in scope["headers"]:
+    for key, value in headers:
         if key == b"cookie":
             return cookie_parser(value.decode("latin-1")).get(name)
     return None
+
+
+def _vary_on_cookie(message: Message) -> list[tuple[bytes, bytes]]:
+    """``MutableHeaders(scope=message).add_vary_header("Cookie")`` as Starlette does it
+    (every Vary value joined into the first, then ", Cookie"), without building the
+    headers object; returns the message's header list."""
+    headers: list[tuple[bytes, bytes]] = list(message.get("headers", ()))
+    message["headers"] = headers
+    found = [index for index, (key, _) in enumerate(headers) if key == b"vary"]
+    if not found:
+        headers.append((b"vary", b"Cookie"))
+        return headers
+    joined = b", ".join([*(headers[index][1] for index in found), b"Cookie"])
+    for index in reversed(found[1:]):
+        del headers[index]
+    headers[found[0]] = (b"vary", joined)
+    return headers
 
 
 async def _refuse(scope: Scope, send: Send, page: bytes = _UNAVAILABLE) -> None:

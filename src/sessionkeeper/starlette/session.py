@@ -17,11 +17,23 @@ import copy
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from ..model import LoadedState, is_reserved
+from ..model import _MISSING, _SCALARS, RESERVED_PREFIX, LoadedState, is_reserved
 from ..model import Session as CoreSession
 from ..serialization import ValueCodec
 from ..sockets import SavedBySocket
 from .devices import Device
+
+
+class SessionNotLoaded(RuntimeError):
+    """The app used a session opened with ``preload=False`` before loading it."""
+
+
+def _not_loaded() -> LoadedState:
+    raise SessionNotLoaded(
+        "this session is loaded on demand (SessionMiddleware(preload=False)): "
+        "await sessionkeeper.starlette.load_session(request) before using "
+        "request.session, or depend on SessionDep (FastAPI), or list the path in "
+        "SessionAutoloadMiddleware(paths=[...])")
 
 
 class Session(SavedBySocket, dict):  # type: ignore[misc]
@@ -29,16 +41,34 @@ class Session(SavedBySocket, dict):  # type: ignore[misc]
     ``regenerate()``, ``user_id`` and the rest of sessionkeeper's session, and on a
     websocket ``await save()`` and ``await revalidate()`` (sockets.py)."""
 
+    #: the cookie's id while a session opened with ``preload=False`` waits for
+    #: ``await load_session(request)``; None once loaded, or when nothing needs loading
+    pending_token: str | None = None
+
     @classmethod
     def preloaded(cls, state: LoadedState, codec: ValueCodec) -> Session:
-        """The session of ``state``, every value decoded, not yet marked accessed.
+        """The session of ``state``, every value decoded, not yet marked accessed."""
+        session = cls(_not_loaded, codec)
+        session.fill(state)
+        return session
+
+    @classmethod
+    def on_demand(cls, token: str, codec: ValueCodec) -> Session:
+        """A stored session read only when the app awaits ``load_session(request)``
+        (SessionMiddleware(preload=False)); used before that, it raises SessionNotLoaded."""
+        session = cls(_not_loaded, codec)
+        session.pending_token = token
+        return session
+
+    def fill(self, state: LoadedState) -> None:
+        """Become the session of ``state``, every value decoded, not yet marked accessed.
 
         A value that no longer decodes ends the session here (the core logs it and
         starts a fresh one); that session is then saved, so its record goes away."""
-        session = cls(lambda: state, codec)
-        session._first_load()
-        session.accessed = session.destroyed
-        return session
+        self._loader = lambda: state
+        self._first_load()
+        self.accessed = self.destroyed
+        self.pending_token = None
 
     @classmethod
     def lazy(cls, loader: Callable[[], LoadedState], codec: ValueCodec) -> Session:
@@ -51,7 +81,9 @@ class Session(SavedBySocket, dict):  # type: ignore[misc]
         CoreSession._load(self)
         if self._raw:
             self._decode_all()
-        dict.update(self, {k: v for k, v in self._values.items() if not is_reserved(k)})
+        # (Loaded keys are str: JSON's, or a store's.)
+        dict.update(self, {k: v for k, v in self._values.items()
+                           if not k.startswith(RESERVED_PREFIX)})
 
     #: set by the middleware: what login() records of the device (devices.py)
     _device: Device | None = None
@@ -106,6 +138,24 @@ class Session(SavedBySocket, dict):  # type: ignore[misc]
     def __ior__(self, other: Any) -> Session:  # type: ignore[override]
         self.update(other)
         return self
+
+    # -- reads: a plain value straight from the mirror; a mutable one through the core,
+    # which keeps its encoded form to catch in-place changes ---------------------------
+    def get(self, key: str, default: Any = None) -> Any:
+        self._load()
+        value = dict.get(self, key, _MISSING)
+        if type(value) in _SCALARS:
+            return value
+        return default if value is _MISSING else super().get(key, default)
+
+    def __getitem__(self, key: str) -> Any:
+        self._load()
+        value = dict.get(self, key, _MISSING)
+        if type(value) in _SCALARS:
+            return value
+        if value is _MISSING:
+            raise KeyError(key)
+        return super().__getitem__(key)
 
     # -- reads in the mirror's order (insertion order, as a dict) -----------------------
     def __iter__(self) -> Iterator[str]:
