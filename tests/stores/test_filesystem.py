@@ -149,6 +149,29 @@ def test_add_replaces_an_expired_or_damaged_record_but_never_a_live_one(
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".tmp-")] == []
 
 
+@pytest.mark.parametrize("key", [
+    "app:" + "ab" * 32,            # this app's prefix and a digest
+    "app:" + "ab" * 31 + "/.",     # its prefix, then characters a file name cannot hold
+    "other/app:\u00e9" + "0" * 64,  # no prefix of this app's
+    "app:",                        # the prefix alone
+])
+def test_every_write_leaves_one_file_named_by_its_key_with_the_mode_and_expiry(
+    tmp_path: Path, key: str,
+) -> None:
+    store = FileSystemStore(tmp_path, key_prefix="app:", mode=0o640)
+    store.create(key, record(n=0))
+    for n in range(1, 4):
+        assert store.update(key, delta(n=n)) is True
+    assert store.touch(key, time.time(), time.time() + 2 * LIFETIME) is True
+
+    [path] = [p for p in tmp_path.iterdir() if not p.name.startswith(".users")]
+    assert storage_key_of(path) == key and "/" not in path.name
+    assert path.stat().st_mode & 0o777 == 0o640
+    loaded = store.load(key, time.time())
+    assert loaded is not None and CODEC.decode(loaded.values["n"]) == 3
+    assert path.stat().st_mtime == pytest.approx(loaded.expires_at, abs=1e-3)  # the sweep's hint
+
+
 def test_garbage_in_a_session_file_raises_undecodable_record(tmp_path: Path) -> None:
     store = FileSystemStore(tmp_path)
     key = new_key()

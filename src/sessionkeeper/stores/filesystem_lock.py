@@ -12,8 +12,6 @@ from __future__ import annotations
 import fcntl
 import os
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 from ..errors import SessionContention, StoreUnavailable
 
@@ -75,17 +73,25 @@ def lock_record(path: str, wait: float) -> int | None:
             raise LockBusy(path)
 
 
-@contextmanager
-def locked_record(path: str, wait: float, store: str) -> Iterator[int | None]:
-    """``lock_record`` for a ``with`` block; :class:`SessionLocked` after ``wait``."""
-    try:
-        fd = lock_record(path, wait)
-    except LockBusy:
-        raise SessionLocked(store, wait) from None
-    except OSError as exc:
-        raise StoreUnavailable(store, exc) from exc
-    try:
-        yield fd
-    finally:
-        if fd is not None:
-            os.close(fd)
+class LockedRecord:
+    """``lock_record`` for a ``with`` block; :class:`SessionLocked` after ``wait``.
+    A class rather than a generator: it is entered on every change of a session."""
+
+    __slots__ = ("_fd", "_path", "_store", "_wait")
+
+    def __init__(self, path: str, wait: float, store: str) -> None:
+        self._path, self._wait, self._store = path, wait, store
+        self._fd: int | None = None
+
+    def __enter__(self) -> int | None:
+        try:
+            self._fd = lock_record(self._path, self._wait)
+        except LockBusy:
+            raise SessionLocked(self._store, self._wait) from None
+        except OSError as exc:
+            raise StoreUnavailable(self._store, exc) from exc
+        return self._fd
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
