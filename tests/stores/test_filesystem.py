@@ -275,3 +275,35 @@ def counter_app(directory: Path, **config: object) -> Flask:
         return str(session["visits"])
 
     return app
+
+
+# -- file systems whose exclusive flock needs a writable descriptor (NFS) --------------
+def test_where_a_lock_needs_write_access_changes_reopen_the_file_for_writing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import errno
+    import fcntl
+
+    from sessionkeeper.stores import filesystem_lock
+
+    real_flock = fcntl.flock
+    modes: list[int] = []
+
+    def nfs_flock(fd: int, operation: int) -> None:
+        # NFS emulates flock with fcntl locks: an exclusive one on a read-only file fails.
+        mode = fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE
+        modes.append(mode)
+        if operation & fcntl.LOCK_EX and mode == os.O_RDONLY:
+            raise OSError(errno.EBADF, "Bad file descriptor")
+        real_flock(fd, operation)
+
+    monkeypatch.setattr(filesystem_lock, "_open_flags", os.O_RDONLY)
+    monkeypatch.setattr(filesystem_lock.fcntl, "flock", nfs_flock)
+    store = FileSystemStore(tmp_path)
+    key = new_key()
+    store.create(key, record(n=0))
+    for n in range(1, 4):
+        assert store.update(key, delta(n=n)) is True
+    loaded = store.load(key, time.time())
+    assert loaded is not None and CODEC.decode(loaded.values["n"]) == 3
+    assert modes == [os.O_RDONLY, os.O_RDWR, os.O_RDWR, os.O_RDWR]  # asked once, then known

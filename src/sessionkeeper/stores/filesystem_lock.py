@@ -9,6 +9,7 @@ bounded wait.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import time
@@ -32,6 +33,23 @@ class SessionLocked(SessionContention):
                                 f"more than {waited:g}s (SESSION_FILE_LOCK_TIMEOUT)")
 
 
+#: Records are locked through read-only descriptors: closing a descriptor opened for
+#: writing costs ext4 more (the last writer's close releases its block preallocations),
+#: and the lock's close is the one that frees a replaced record. Where an exclusive
+#: flock needs write access (NFS emulates it with fcntl locks), every later lock opens
+#: the file for writing instead.
+_open_flags = os.O_RDONLY
+
+
+class _Reopen(Exception):
+    """The file system wants a writable descriptor for the lock: open it again."""
+
+
+def _need_write_access() -> None:
+    global _open_flags
+    _open_flags = os.O_RDWR
+
+
 def _same_file(fd: int, path: str) -> bool:
     held = os.fstat(fd)
     try:
@@ -49,7 +67,7 @@ def lock_record(path: str, wait: float) -> int | None:
     pause = _FIRST_PAUSE
     while True:
         try:
-            fd = os.open(path, os.O_RDWR)
+            fd = os.open(path, _open_flags)
         except FileNotFoundError:
             return None
         try:
@@ -57,7 +75,12 @@ def lock_record(path: str, wait: float) -> int | None:
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                     break
-                except BlockingIOError:
+                except OSError as exc:
+                    if exc.errno == errno.EBADF and _open_flags == os.O_RDONLY:
+                        _need_write_access()
+                        raise _Reopen from None
+                    if not isinstance(exc, BlockingIOError):
+                        raise
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
                         raise LockBusy(path) from None
@@ -65,6 +88,9 @@ def lock_record(path: str, wait: float) -> int | None:
                     pause = min(pause * 2, _LONGEST_PAUSE)
             if _same_file(fd, path):
                 return fd
+        except _Reopen:
+            os.close(fd)
+            continue
         except BaseException:
             os.close(fd)
             raise
