@@ -40,6 +40,7 @@ from sessionkeeper.stores.dynamodb_client import DEFAULT_ENDPOINT
 from sessionkeeper.stores.dynamodb_items import (
     EXPRESSION_LIMIT,
     DynamoDBItemTooLarge,
+    TimeToLive,
     delta_expression,
     escape_key,
     number,
@@ -583,6 +584,24 @@ def test_a_given_client_with_botocores_long_timeouts_is_warned_about(
     with caplog.at_level(logging.WARNING, logger="sessionkeeper"):
         build({"SESSION_DYNAMODB": provider.client()})  # short timeouts: quiet
     assert not caplog.records
+
+
+# DynamoDB reserved words (ttl, data) and a name no expression may hold as it is
+@pytest.mark.parametrize("attribute", ["ttl", "data", "expiry-time"])
+def test_a_tables_ttl_attribute_of_any_name_is_written_by_every_change(
+        store: DynamoDBStore, attribute: str) -> None:
+    store.ttl = TimeToLive(attribute)
+    key = new_key()
+    store.create(key, record({"a": 1}, user_id="7"))
+    assert store.update(key, delta({"a": 2}, user_id="8", user_id_changed=True)) is True
+    later = time.time() + 7200
+    assert store.touch(key, time.time(), later) is True
+
+    item = raw_item(store, key)
+    assert item is not None and item[attribute] == {"N": str(math.ceil(later))}
+    assert item["user_id"] == {"S": "8"} and item["version"] == {"N": "1"}
+    assert values_of(store, key) == {"a": 2}
+    assert store.update(new_key(), delta({"a": 3})) is False  # no item: refused, none made
 
 
 def test_the_ttl_goes_where_the_tables_ttl_looks() -> None:

@@ -149,6 +149,29 @@ def test_add_replaces_an_expired_or_damaged_record_but_never_a_live_one(
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".tmp-")] == []
 
 
+@pytest.mark.parametrize("key", [
+    "app:" + "ab" * 32,            # this app's prefix and a digest
+    "app:" + "ab" * 31 + "/.",     # its prefix, then characters a file name cannot hold
+    "other/app:\u00e9" + "0" * 64,  # no prefix of this app's
+    "app:",                        # the prefix alone
+])
+def test_every_write_leaves_one_file_named_by_its_key_with_the_mode_and_expiry(
+    tmp_path: Path, key: str,
+) -> None:
+    store = FileSystemStore(tmp_path, key_prefix="app:", mode=0o640)
+    store.create(key, record(n=0))
+    for n in range(1, 4):
+        assert store.update(key, delta(n=n)) is True
+    assert store.touch(key, time.time(), time.time() + 2 * LIFETIME) is True
+
+    [path] = [p for p in tmp_path.iterdir() if not p.name.startswith(".users")]
+    assert storage_key_of(path) == key and "/" not in path.name
+    assert path.stat().st_mode & 0o777 == 0o640
+    loaded = store.load(key, time.time())
+    assert loaded is not None and CODEC.decode(loaded.values["n"]) == 3
+    assert path.stat().st_mtime == pytest.approx(loaded.expires_at, abs=1e-3)  # the sweep's hint
+
+
 def test_garbage_in_a_session_file_raises_undecodable_record(tmp_path: Path) -> None:
     store = FileSystemStore(tmp_path)
     key = new_key()
@@ -252,3 +275,35 @@ def counter_app(directory: Path, **config: object) -> Flask:
         return str(session["visits"])
 
     return app
+
+
+# -- file systems whose exclusive flock needs a writable descriptor (NFS) --------------
+def test_where_a_lock_needs_write_access_changes_reopen_the_file_for_writing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import errno
+    import fcntl
+
+    from sessionkeeper.stores import filesystem_lock
+
+    real_flock = fcntl.flock
+    modes: list[int] = []
+
+    def nfs_flock(fd: int, operation: int) -> None:
+        # NFS emulates flock with fcntl locks: an exclusive one on a read-only file fails.
+        mode = fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE
+        modes.append(mode)
+        if operation & fcntl.LOCK_EX and mode == os.O_RDONLY:
+            raise OSError(errno.EBADF, "Bad file descriptor")
+        real_flock(fd, operation)
+
+    monkeypatch.setattr(filesystem_lock, "_open_flags", os.O_RDONLY)
+    monkeypatch.setattr(filesystem_lock.fcntl, "flock", nfs_flock)
+    store = FileSystemStore(tmp_path)
+    key = new_key()
+    store.create(key, record(n=0))
+    for n in range(1, 4):
+        assert store.update(key, delta(n=n)) is True
+    loaded = store.load(key, time.time())
+    assert loaded is not None and CODEC.decode(loaded.values["n"]) == 3
+    assert modes == [os.O_RDONLY, os.O_RDWR, os.O_RDWR, os.O_RDWR]  # asked once, then known

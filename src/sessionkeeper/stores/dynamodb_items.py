@@ -97,6 +97,10 @@ def number(value: float) -> dict[str, str]:
     return {"N": text}
 
 
+#: attributes of the layout that expressions name as they are: none is one of DynamoDB's
+#: reserved words (``values`` is, so it always goes through a placeholder)
+BARE_NAMES = frozenset({ID, CREATED, ACCESSED, EXPIRES, EXPIRATION, PERMANENT, VERSION,
+                        USER_ID, USER_KEY})
 #: attributes of the layout above; a table's TTL on one of them is not written twice
 OWN_ATTRIBUTES = frozenset({ID, VALUES, CREATED, ACCESSED, EXPIRES, PERMANENT, VERSION,
                             USER_ID, USER_KEY})
@@ -200,15 +204,26 @@ class Expression:
     sets: list[str] = field(default_factory=list)
     removes: list[str] = field(default_factory=list)
     adds: list[str] = field(default_factory=list)
+    _numbers: dict[str, str] = field(default_factory=dict, repr=False)
 
     def name(self, attribute: str) -> str:
+        if attribute in BARE_NAMES:
+            return attribute
         placeholder = f"#{attribute}" if attribute.isidentifier() else f"#n{len(self.names)}"
         self.names[placeholder] = attribute
         return placeholder
 
     def value(self, attribute_value: dict[str, Any]) -> str:
+        # One placeholder per distinct number (the request time is both the condition's
+        # "now" and the new accessed_at): every value costs the client a validation and
+        # the server a parse.
+        number_text = attribute_value.get("N") if len(attribute_value) == 1 else None
+        if number_text is not None and number_text in self._numbers:
+            return self._numbers[number_text]
         placeholder = f":v{len(self.values)}"
         self.values[placeholder] = attribute_value
+        if number_text is not None:
+            self._numbers[number_text] = placeholder
         return placeholder
 
     def set(self, path: str, attribute_value: dict[str, Any]) -> None:
@@ -238,16 +253,19 @@ class Expression:
                 and len(self.update_expression.encode("utf-8")) <= EXPRESSION_LIMIT)
 
     def request(self, condition: str) -> dict[str, Any]:
-        return {"UpdateExpression": self.update_expression, "ConditionExpression": condition,
-                "ExpressionAttributeNames": self.names,
-                "ExpressionAttributeValues": self.values}
+        request = {"UpdateExpression": self.update_expression, "ConditionExpression": condition,
+                   "ExpressionAttributeValues": self.values}
+        if self.names:  # DynamoDB refuses an empty map
+            request["ExpressionAttributeNames"] = self.names
+        return request
 
 
 def live_condition(expression: Expression, now: float) -> str:
     """The item is there, not expired at ``now``, and holds a values map: a write never
     brings back a session that ended (logout) nor patches a damaged item."""
-    return (f"attribute_exists({expression.name(ID)}) AND "
-            f"{expression.name(EXPIRES)} > {expression.value(number(now))} AND "
+    # A missing item has no expires_at, and a comparison with a missing attribute is
+    # false: the comparison alone refuses it (an attribute_exists would test it twice).
+    return (f"{expression.name(EXPIRES)} > {expression.value(number(now))} AND "
             f"attribute_type({expression.name(VALUES)}, {expression.value({'S': 'M'})})")
 
 

@@ -22,8 +22,7 @@ import os
 import re
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager, suppress
+from contextlib import AbstractContextManager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote
@@ -32,7 +31,8 @@ from ..errors import ConfigurationError, StoreUnavailable, UndecodableRecord
 from ..serialization import ValueCodec
 from .base import RecordCodec, SessionRecord, SessionStore, SessionUpdate
 from .filesystem_index import UserIndex, ensure_dir
-from .filesystem_lock import LockBusy, SessionLocked, lock_record, locked_record
+from .filesystem_io import new_temp, read_fd, read_path, write_all
+from .filesystem_lock import LockBusy, LockedRecord, SessionLocked, lock_record
 from .filesystem_sweep import STALE_AGE, SUFFIX, Sweeper, sweep_pass
 
 if TYPE_CHECKING:
@@ -44,6 +44,8 @@ DEFAULT_LOCK_TIMEOUT = 5.0
 _TOUCH_WAIT = 0.05
 _TEMP_PREFIX = ".tmp-"
 _DIGEST = re.compile(r"[0-9a-f]{64}")
+#: characters quote() leaves as they are
+_UNRESERVED = re.compile(r"[A-Za-z0-9_.~-]*")
 
 
 class FileSystemStore(SessionStore):
@@ -72,6 +74,8 @@ class FileSystemStore(SessionStore):
         self.dir_mode = mode | ((mode & 0o444) >> 2) | 0o700
         self.cleanup_interval = cleanup_interval
         self.key_prefix = key_prefix
+        self._quoted_prefix = quote(key_prefix or "", safe="")
+        self._directory_slash = os.path.join(self.directory_path, "")
         self.lock_timeout = lock_timeout
         self._where = f"filesystem at {self.directory}"
         self.index = UserIndex(os.path.join(self.directory_path, ".users"),
@@ -112,14 +116,18 @@ class FileSystemStore(SessionStore):
                 f"{room} bytes once percent-encoded (letters, digits and - _ . ~ take one; "
                 "any other character three per UTF-8 byte)")
 
-    @staticmethod
-    def _name(key: str) -> str:
+    def _name(self, key: str) -> str:
         # Percent-encoding makes any key one safe file name and is reversible, so
-        # keys_for_user hands back exactly the keys it was given.
+        # keys_for_user hands back exactly the keys it was given. This app's keys (its
+        # prefix, then hex) reuse the prefix's encoding: quote() walks every byte.
+        prefix = self.key_prefix
+        if prefix is not None and key.startswith(prefix) and _UNRESERVED.fullmatch(
+                key, len(prefix)) is not None:
+            return self._quoted_prefix + key[len(prefix):]
         return quote(key, safe="")
 
     def _path(self, key: str) -> str:
-        return os.path.join(self.directory_path, self._name(key) + SUFFIX)
+        return f"{self._directory_slash}{self._name(key)}{SUFFIX}"
 
     def _in_scope(self, key: str) -> bool:
         """True for this app's session keys: its prefix followed by a digest only, so
@@ -139,8 +147,7 @@ class FileSystemStore(SessionStore):
     def _read(self, path: str) -> SessionRecord | None:
         """The record at ``path``; None when there is none."""
         try:
-            with open(path, "rb") as handle:
-                blob = handle.read()
+            blob = read_path(path)
         except FileNotFoundError:
             return None
         except OSError as exc:
@@ -151,8 +158,7 @@ class FileSystemStore(SessionStore):
         """The record behind a locked descriptor; None when it cannot be decoded (a
         change cannot apply to it; the core removes it at its next load)."""
         try:
-            with open(fd, "rb", closefd=False) as handle:
-                return self._decode(handle.read())
+            return self._decode(read_fd(fd))
         except UndecodableRecord:
             return None
         except OSError as exc:
@@ -160,26 +166,30 @@ class FileSystemStore(SessionStore):
 
     def _temp_file(self) -> tuple[int, str]:
         try:
-            return tempfile.mkstemp(dir=self.directory_path, prefix=_TEMP_PREFIX)
+            return new_temp(self.directory_path, _TEMP_PREFIX)
         except FileNotFoundError:
             self._recreate()
-            return tempfile.mkstemp(dir=self.directory_path, prefix=_TEMP_PREFIX)
+            return new_temp(self.directory_path, _TEMP_PREFIX)
 
-    @contextmanager
-    def _new_file(self, record: SessionRecord) -> Iterator[tuple[int, str]]:
-        """A temporary file holding ``record``; removed afterwards unless it was renamed."""
+    def _new_file(self, record: SessionRecord) -> tuple[int, str]:
+        """A temporary file holding ``record``, still open; the caller renames or
+        ``_discard``s it."""
         blob = self.records.dumps(record)
         fd, tmp = self._temp_file()
         try:
-            with open(fd, "wb", closefd=False) as handle:
-                handle.write(blob)
-            if self.mode != 0o600:  # mkstemp's mode
+            write_all(fd, blob)
+            if self.mode != 0o600:  # the temporary file's mode
                 os.fchmod(fd, self.mode)
-            yield fd, tmp
-        finally:
-            os.close(fd)
-            with suppress(FileNotFoundError):
-                os.unlink(tmp)
+        except BaseException:
+            self._discard(fd, tmp)
+            raise
+        return fd, tmp
+
+    @staticmethod
+    def _discard(fd: int, tmp: str) -> None:
+        os.close(fd)
+        with suppress(FileNotFoundError):
+            os.unlink(tmp)
 
     @staticmethod
     def _stamp_expiry(fd: int, record: SessionRecord) -> None:
@@ -189,9 +199,16 @@ class FileSystemStore(SessionStore):
 
     def _write(self, path: str, record: SessionRecord) -> None:
         try:
-            with self._new_file(record) as (fd, tmp):
+            fd, tmp = self._new_file(record)
+            try:
                 os.replace(tmp, path)
+            except BaseException:
+                self._discard(fd, tmp)
+                raise
+            try:
                 self._stamp_expiry(fd, record)
+            finally:
+                os.close(fd)
         except OSError as exc:
             raise StoreUnavailable(self._where, exc) from exc
 
@@ -202,7 +219,7 @@ class FileSystemStore(SessionStore):
             raise StoreUnavailable(self._where, exc) from exc
 
     def _locked(self, path: str, wait: float | None = None) -> AbstractContextManager[int | None]:
-        return locked_record(path, self.lock_timeout if wait is None else wait, self._where)
+        return LockedRecord(path, self.lock_timeout if wait is None else wait, self._where)
 
     # -- the store interface -------------------------------------------------------
     def load(self, key: str, now: float) -> SessionRecord | None:
@@ -222,10 +239,13 @@ class FileSystemStore(SessionStore):
             self._index_add(record.user_id, key)  # a stale entry at worst, dropped on read
         path = self._path(key)
         try:
-            with self._new_file(record) as (fd, tmp):
+            fd, tmp = self._new_file(record)
+            try:
                 claimed = self._claim(tmp, path, record.accessed_at)
                 if claimed:
                     self._stamp_expiry(fd, record)
+            finally:
+                self._discard(fd, tmp)  # a claim links or renames it: the name is spare
         except OSError as exc:
             raise StoreUnavailable(self._where, exc) from exc
         self._sweeper.step(record.accessed_at)

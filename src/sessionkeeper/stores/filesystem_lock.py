@@ -9,11 +9,10 @@ bounded wait.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 from ..errors import SessionContention, StoreUnavailable
 
@@ -34,6 +33,23 @@ class SessionLocked(SessionContention):
                                 f"more than {waited:g}s (SESSION_FILE_LOCK_TIMEOUT)")
 
 
+#: Records are locked through read-only descriptors: closing a descriptor opened for
+#: writing costs ext4 more (the last writer's close releases its block preallocations),
+#: and the lock's close is the one that frees a replaced record. Where an exclusive
+#: flock needs write access (NFS emulates it with fcntl locks), every later lock opens
+#: the file for writing instead.
+_open_flags = os.O_RDONLY
+
+
+class _Reopen(Exception):
+    """The file system wants a writable descriptor for the lock: open it again."""
+
+
+def _need_write_access() -> None:
+    global _open_flags
+    _open_flags = os.O_RDWR
+
+
 def _same_file(fd: int, path: str) -> bool:
     held = os.fstat(fd)
     try:
@@ -51,7 +67,7 @@ def lock_record(path: str, wait: float) -> int | None:
     pause = _FIRST_PAUSE
     while True:
         try:
-            fd = os.open(path, os.O_RDWR)
+            fd = os.open(path, _open_flags)
         except FileNotFoundError:
             return None
         try:
@@ -59,7 +75,12 @@ def lock_record(path: str, wait: float) -> int | None:
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                     break
-                except BlockingIOError:
+                except OSError as exc:
+                    if exc.errno == errno.EBADF and _open_flags == os.O_RDONLY:
+                        _need_write_access()
+                        raise _Reopen from None
+                    if not isinstance(exc, BlockingIOError):
+                        raise
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
                         raise LockBusy(path) from None
@@ -67,6 +88,9 @@ def lock_record(path: str, wait: float) -> int | None:
                     pause = min(pause * 2, _LONGEST_PAUSE)
             if _same_file(fd, path):
                 return fd
+        except _Reopen:
+            os.close(fd)
+            continue
         except BaseException:
             os.close(fd)
             raise
@@ -75,17 +99,25 @@ def lock_record(path: str, wait: float) -> int | None:
             raise LockBusy(path)
 
 
-@contextmanager
-def locked_record(path: str, wait: float, store: str) -> Iterator[int | None]:
-    """``lock_record`` for a ``with`` block; :class:`SessionLocked` after ``wait``."""
-    try:
-        fd = lock_record(path, wait)
-    except LockBusy:
-        raise SessionLocked(store, wait) from None
-    except OSError as exc:
-        raise StoreUnavailable(store, exc) from exc
-    try:
-        yield fd
-    finally:
-        if fd is not None:
-            os.close(fd)
+class LockedRecord:
+    """``lock_record`` for a ``with`` block; :class:`SessionLocked` after ``wait``.
+    A class rather than a generator: it is entered on every change of a session."""
+
+    __slots__ = ("_fd", "_path", "_store", "_wait")
+
+    def __init__(self, path: str, wait: float, store: str) -> None:
+        self._path, self._wait, self._store = path, wait, store
+        self._fd: int | None = None
+
+    def __enter__(self) -> int | None:
+        try:
+            self._fd = lock_record(self._path, self._wait)
+        except LockBusy:
+            raise SessionLocked(self._store, self._wait) from None
+        except OSError as exc:
+            raise StoreUnavailable(self._store, exc) from exc
+        return self._fd
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
