@@ -18,10 +18,13 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Awaitable, Callable, Generator
+from collections.abc import Awaitable, Generator
 from typing import Any, NamedTuple, Protocol
 
 from ..errors import StoreUnavailable
+from ..serialization import ValueCodec
+from .base import SessionUpdate
+from .sql_rows import unpack_values
 
 #: attempts of an optimistic save before giving up with StoreUnavailable (never a silent loss)
 MAX_SAVE_ATTEMPTS = 100
@@ -35,64 +38,56 @@ class Seen(NamedTuple):
     values: dict[str, bytes]
 
 
-class Read(NamedTuple):
-    """Read the row's data and version: the step's result is the row, or None."""
+# The steps, as plain tuples (the cheapest to make and take apart):
+#: ``(READ, statement, params)``: read the row's data and version; the row, or None
+READ = "read"
+#: ``(WRITE, statement, params, size)``: the versioned UPDATE carrying ``size`` bytes of
+#: data (a server refusing them is reported so); the number of rows it matched
+WRITE = "write"
+#: ``(COMMIT,)`` / ``(ROLLBACK,)``: end the transaction (a no-op in autocommit)
+COMMIT = "commit"
+ROLLBACK = "rollback"
+#: ``(PAUSE, seconds)``: wait before the next attempt
+PAUSE = "pause"
 
-    statement: Any
-    params: dict[str, Any]
-
-
-class Write(NamedTuple):
-    """The versioned UPDATE: the step's result is the number of rows it matched.
-    ``size``: the bytes of data it carries (a server refusing them is reported so)."""
-
-    statement: Any
-    params: dict[str, Any]
-    size: int
-
-
-class End(NamedTuple):
-    """End the transaction (a no-op in autocommit): commit, or roll back."""
-
-    commit: bool
-
-
-class Pause(NamedTuple):
-    """Wait before the next attempt."""
-
-    seconds: float
-
-
-Step = Read | Write | End | Pause
 #: a save described as steps, ending with whether the row was written
-SaveSteps = Generator[Step, Any, bool]
-#: the versioned UPDATE of the delta merged into a row as seen: statement and parameters
-Merge = Callable[[Seen], tuple[Any, dict[str, Any]]]
+SaveSteps = Generator[tuple[Any, ...], Any, bool]
 
 
-def optimistic_save(store: str, key: str, seen: Seen | None, read_current: Any,
-                    merged: Merge, unpack: Callable[[Any], dict[str, bytes]]) -> SaveSteps:
-    """Merge the delta into the row as read (``seen``, else read now), write it if still
+class SavingStore(Protocol):
+    """What the save needs of the store: its name and codec, the statement reading a
+    row's data and version, and the versioned UPDATE of a delta merged into a row."""
+
+    name: str
+    codec: ValueCodec
+    _read_current: Any
+
+    def _write_of(self, seen: Seen, update: SessionUpdate) -> tuple[Any, dict[str, Any]]: ...
+
+
+def optimistic_save(store: SavingStore, key: str, seen: Seen | None,
+                    update: SessionUpdate) -> SaveSteps:
+    """Merge ``update`` into the row as read (``seen``, else read now), write it if still
     at that version, else read it again and retry; False when the row is gone."""
     for attempt in range(MAX_SAVE_ATTEMPTS):
         if seen is None:
-            row = yield Read(read_current, {"k": key})
+            row = yield (READ, store._read_current, {"k": key})
             if row is None:
-                yield End(commit=False)
+                yield (ROLLBACK,)
                 return False  # destroyed meanwhile (a logout): never recreate it
-            seen = Seen(key, row[1], unpack(row[0]))
-        statement, params = merged(seen)
-        if (yield Write(statement, params, len(params["d"]))):
-            yield End(commit=True)
+            seen = Seen(key, row[1], unpack_values(store.name, store.codec, row[0]))
+        statement, params = store._write_of(seen, update)
+        if (yield (WRITE, statement, params, len(params["d"]))):
+            yield (COMMIT,)
             return True
         # Another request saved first. End this transaction so the re-read sees its row
         # (REPEATABLE READ would keep showing the old one), then retry.
-        yield End(commit=False)
+        yield (ROLLBACK,)
         seen = None
-        yield Pause(pause(attempt))
+        yield (PAUSE, pause(attempt))
     raise StoreUnavailable(
-        store, f"the session kept changing concurrently; gave up after "
-               f"{MAX_SAVE_ATTEMPTS} attempts and kept nothing")
+        store.name, f"the session kept changing concurrently; gave up after "
+                    f"{MAX_SAVE_ATTEMPTS} attempts and kept nothing")
 
 
 def pause(attempt: int) -> float:
@@ -128,18 +123,19 @@ def run_blocking(steps: SaveSteps, runner: BlockingRunner) -> bool:
             step = steps.send(result)
         except StopIteration as done:
             return bool(done.value)
-        result = None
-        if isinstance(step, Read):
-            result = runner.first(step.statement, step.params)
-        elif isinstance(step, Write):
-            result = runner.write(step.statement, step.params, step.size)
-        elif isinstance(step, End):
-            if step.commit:
-                runner.commit()
-            else:
-                runner.rollback()
+        kind = step[0]
+        if kind is READ:
+            result = runner.first(step[1], step[2])
+        elif kind is WRITE:
+            result = runner.write(step[1], step[2], step[3])
         else:
-            time.sleep(step.seconds)
+            result = None
+            if kind is COMMIT:
+                runner.commit()
+            elif kind is ROLLBACK:
+                runner.rollback()
+            else:
+                time.sleep(step[1])
 
 
 async def run_async(steps: SaveSteps, runner: AsyncRunner) -> bool:
@@ -150,10 +146,12 @@ async def run_async(steps: SaveSteps, runner: AsyncRunner) -> bool:
             step = steps.send(result)
         except StopIteration as done:
             return bool(done.value)
-        result = None
-        if isinstance(step, Read):
-            result = await runner.first(step.statement, step.params)
-        elif isinstance(step, Write):
-            result = await runner.write(step.statement, step.params, step.size)
-        elif isinstance(step, Pause):
-            await asyncio.sleep(step.seconds)
+        kind = step[0]
+        if kind is READ:
+            result = await runner.first(step[1], step[2])
+        elif kind is WRITE:
+            result = await runner.write(step[1], step[2], step[3])
+        else:
+            result = None
+            if kind is PAUSE:
+                await asyncio.sleep(step[1])

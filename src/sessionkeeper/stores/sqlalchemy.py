@@ -52,7 +52,7 @@ from .sql_async import (
     is_async_url,
     native_statements,
 )
-from .sql_direct import DirectStatement, direct_statement
+from .sql_direct import DirectStatement, direct_statement, idle_connections
 from .sql_engine import (
     AUTOCOMMIT_ENGINES,
     DEFAULT_TIMEOUT,
@@ -69,7 +69,7 @@ from .sql_limits import (
     sqlite_length,
     sqlite_limit,
 )
-from .sql_rows import like_prefix, record_of_row, under_prefix, unpack_values
+from .sql_rows import like_prefix, record_of_row, under_prefix
 from .sql_save import (
     SaveSteps,
     Seen,
@@ -296,13 +296,15 @@ class SQLAlchemyStore(SessionStore):
         self._dialect = engine.dialect
         watchdog = WATCHDOGS.get(engine)
         #: the read every request makes, straight to the driver when it allows
-        self._direct_load = direct_statement(engine, self._load, watchdog)
+        #: connections the direct statements keep between calls (own engines only)
+        self._idle = idle_connections(engine)
+        self._direct_load = direct_statement(engine, self._load, watchdog, self._idle)
         #: the writes of a save and a refresh, straight to the driver on our own
         #: autocommit engines (elsewhere Core commits, as the app's engine expects)
         self._direct_writer: _DirectRunner | None = None
         if self._direct_load is not None and not self._commits:
             self._direct_writer = _DirectRunner({
-                statement: DirectStatement(engine, statement, watchdog)
+                statement: DirectStatement(engine, statement, watchdog, self._idle)
                 for statement in (self._read_current, self._save_row,
                                   self._save_row_and_user, self._refresh_row)},
                 self._dialect, self._sending)
@@ -553,10 +555,7 @@ class SQLAlchemyStore(SessionStore):
     def _save_steps(self, key: str, update: SessionUpdate) -> SaveSteps:
         """``update``'s optimistic save (stores/sql_save.py), merging into the row as the
         request loaded it when it did."""
-        return optimistic_save(
-            self.name, key, _seen_at_load(key, update.version), self._read_current,
-            functools.partial(self._write_of, update=update),
-            functools.partial(unpack_values, self.name, self.codec))
+        return optimistic_save(self, key, _seen_at_load(key, update.version), update)
 
     def _write_of(self, seen: Seen, update: SessionUpdate) -> tuple[Any, dict[str, Any]]:
         """The versioned UPDATE writing the merged row, and its parameters."""
@@ -697,6 +696,8 @@ class SQLAlchemyStore(SessionStore):
                 f"{self.table.name}' (see docs/migrating.md)")
 
     def close(self) -> None:
+        if self._idle is not None:
+            self._idle.clear()
         if self._owns_engine:
             self.engine.dispose()
 
