@@ -604,6 +604,38 @@ def test_a_read_straight_from_the_driver_equals_one_through_core(db_url: str,
         store.close()
 
 
+def test_connections_kept_between_reads_leave_the_pool_room_for_core(db_url: str,
+                                                                      table: str) -> None:
+    # Many requests reading at once each hold a connection; afterwards the store keeps
+    # fewer than the pool's size checked out, so logins and logouts (Core) never wait.
+    store = SQLAlchemyStore(engine_from_url(db_url), table=table, owns_engine=True)
+    try:
+        store.check()
+        store.create("session:k", record({"user": "laowang"}))
+        pool = store.engine.pool
+        assert isinstance(pool, sa.pool.QueuePool)
+        start = threading.Barrier(12)
+
+        def read() -> None:
+            start.wait()
+            for _ in range(20):
+                assert store.load("session:k", time.time()) is not None
+
+        readers = [threading.Thread(target=read) for _ in range(12)]
+        for reader in readers:
+            reader.start()
+        for reader in readers:
+            reader.join()
+        assert 1 <= pool.checkedout() <= pool.size() - 1
+        store.create("session:k2", record({"user": "wang"}))
+        store.delete("session:k")
+        assert store.load("session:k", time.time()) is None
+        store.close()
+        assert pool.checkedout() == 0
+    finally:
+        store.close()
+
+
 @pytest.mark.parametrize("backend", [*BACKENDS, "mariadb-connector"], indirect=True)
 def test_saves_and_refreshes_straight_from_the_driver_equal_ones_through_core(
         db_url: str, table: str) -> None:
