@@ -541,11 +541,12 @@ def test_workers_starting_together_all_find_the_table(db_url: str, table: str) -
 
 @pytest.mark.parametrize("backend", SERVERS, indirect=True)
 def test_forked_workers_do_not_share_the_parents_connections(db_url: str, table: str) -> None:
-    # As under gunicorn --preload: the pool already holds the start-up connection when
-    # the workers are forked.
+    # As under gunicorn --preload: the pool already holds the start-up connection, and
+    # the store the connection of its last read, when the workers are forked.
     store = SQLAlchemyStore(engine_from_url(db_url), table=table, owns_engine=True)
     store.check()
     store.create("session:f", record({"user": "laowang"}))
+    assert store.load("session:f", time.time()) is not None
     workers = []
     for _ in range(4):
         pid = os.fork()
@@ -568,8 +569,12 @@ def test_forked_workers_do_not_share_the_parents_connections(db_url: str, table:
     for pid in [p for p, status in statuses.items() if status is None]:
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
-    store.close()
-    assert list(statuses.values()) == [0, 0, 0, 0]
+    try:
+        assert list(statuses.values()) == [0, 0, 0, 0]
+        # and the workers left the parent's connections alone
+        assert store.load("session:f", time.time()) is not None
+    finally:
+        store.close()
 
 
 # -- the direct read (stores/sql_direct.py) -------------------------------------------------
@@ -595,6 +600,38 @@ def test_a_read_straight_from_the_driver_equals_one_through_core(db_url: str,
             assert direct.permanent is (user is None)
             assert direct.values == stored.values
             assert type(direct.created_at) is float and isinstance(direct.version, int)
+    finally:
+        store.close()
+
+
+def test_connections_kept_between_reads_leave_the_pool_room_for_core(db_url: str,
+                                                                      table: str) -> None:
+    # Many requests reading at once each hold a connection; afterwards the store keeps
+    # fewer than the pool's size checked out, so logins and logouts (Core) never wait.
+    store = SQLAlchemyStore(engine_from_url(db_url), table=table, owns_engine=True)
+    try:
+        store.check()
+        store.create("session:k", record({"user": "laowang"}))
+        pool = store.engine.pool
+        assert isinstance(pool, sa.pool.QueuePool)
+        start = threading.Barrier(12)
+
+        def read() -> None:
+            start.wait()
+            for _ in range(20):
+                assert store.load("session:k", time.time()) is not None
+
+        readers = [threading.Thread(target=read) for _ in range(12)]
+        for reader in readers:
+            reader.start()
+        for reader in readers:
+            reader.join()
+        assert 1 <= pool.checkedout() <= pool.size() - 1
+        store.create("session:k2", record({"user": "wang"}))
+        store.delete("session:k")
+        assert store.load("session:k", time.time()) is None
+        store.close()
+        assert pool.checkedout() == 0
     finally:
         store.close()
 
@@ -1209,14 +1246,21 @@ def test_connections_killed_by_the_server_cost_no_failed_request(
     admin = engine_from_url(url)
 
     def kill_the_pooled_connection() -> None:
-        # Only this test's own connection: the server is shared with other tests.
-        with engine.connect() as conn:
-            own = int(conn.execute(sa.text(
-                "SELECT pg_backend_pid()" if server == "postgresql"
-                else "SELECT CONNECTION_ID()")).scalar_one())
-        with admin.connect() as conn:
-            conn.execute(sa.text(f"SELECT pg_terminate_backend({own})"
-                                 if server == "postgresql" else f"KILL {own}"))
+        # Only this test's own connections (the server is shared with other tests): the
+        # ones the store keeps between statements (sql_direct.IdleConnections) and the
+        # pool's, by the ids the drivers took from the server's greeting (no round trip).
+        idle = store_of(app)._idle
+        shelved = list(idle._idle) if idle is not None else []
+        held = [engine.raw_connection() for _ in range(engine.pool.checkedin())]
+        own = [c.dbapi_connection.get_backend_pid() if server == "postgresql"
+               else c.dbapi_connection.thread_id() for c in shelved + held]
+        for connection in held:
+            connection.close()
+        assert own
+        for backend in own:
+            with admin.connect() as conn, contextlib.suppress(sa.exc.DBAPIError):
+                conn.execute(sa.text(f"SELECT pg_terminate_backend({backend})"
+                                     if server == "postgresql" else f"KILL {backend}"))
 
     try:
         client = app.test_client()

@@ -31,13 +31,11 @@ import functools
 import hashlib
 import logging
 import os
-import random
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar, cast
+from typing import Any, TypeVar, cast
 
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
@@ -54,7 +52,7 @@ from .sql_async import (
     is_async_url,
     native_statements,
 )
-from .sql_direct import DirectStatement, direct_statement
+from .sql_direct import DirectStatement, direct_statement, idle_connections
 from .sql_engine import (
     AUTOCOMMIT_ENGINES,
     DEFAULT_TIMEOUT,
@@ -71,7 +69,15 @@ from .sql_limits import (
     sqlite_length,
     sqlite_limit,
 )
-from .sql_rows import like_prefix, record_of_row, under_prefix, unpack_values
+from .sql_rows import like_prefix, record_of_row, under_prefix
+from .sql_save import (
+    SaveSteps,
+    Seen,
+    optimistic_save,
+    pause,
+    run_async,
+    run_blocking,
+)
 
 __all__ = ["SQLAlchemyStore", "SQLRecordTooLarge", "engine_from_url", "session_table"]
 
@@ -155,8 +161,6 @@ def _retry_on_deadlock(method: F) -> F:
 DEFAULT_TABLE = "sessions"  # Flask-Session's default
 MAX_KEY_LENGTH = 255
 MAX_USER_ID_LENGTH = 255
-#: attempts of an optimistic save before giving up with StoreUnavailable (never a silent loss)
-MAX_SAVE_ATTEMPTS = 100
 #: the operations an async driver runs on the event loop (stores/sql_async.py)
 _NATIVE = {"load": "_load_async", "update": "_update_async", "touch": "_touch_async"}
 _REQUIRED_COLUMNS = ("key", "data", "created_at", "accessed_at", "expires_at", "permanent",
@@ -222,15 +226,6 @@ def session_table(name: str, metadata: sa.MetaData, schema: str | None = None) -
         sa.Index(index_name(name, "user_id"), "user_id"),
         schema=schema,
     )
-
-
-@dataclass
-class _Seen:
-    """A row as a request read it: what its save merges the delta into."""
-
-    key: str
-    version: int
-    values: dict[str, bytes]
 
 
 class _LoadedVersion(int):
@@ -301,15 +296,18 @@ class SQLAlchemyStore(SessionStore):
         self._dialect = engine.dialect
         watchdog = WATCHDOGS.get(engine)
         #: the read every request makes, straight to the driver when it allows
-        self._direct_load = direct_statement(engine, self._load, watchdog)
+        #: connections the direct statements keep between calls (own engines only)
+        self._idle = idle_connections(engine)
+        self._direct_load = direct_statement(engine, self._load, watchdog, self._idle)
         #: the writes of a save and a refresh, straight to the driver on our own
         #: autocommit engines (elsewhere Core commits, as the app's engine expects)
-        self._direct_writes: dict[Any, DirectStatement] | None = None
+        self._direct_writer: _DirectRunner | None = None
         if self._direct_load is not None and not self._commits:
-            self._direct_writes = {
-                statement: DirectStatement(engine, statement, watchdog)
+            self._direct_writer = _DirectRunner({
+                statement: DirectStatement(engine, statement, watchdog, self._idle)
                 for statement in (self._read_current, self._save_row,
-                                  self._save_row_and_user, self._refresh_row)}
+                                  self._save_row_and_user, self._refresh_row)},
+                self._dialect, self._sending)
         #: the most bytes of data a row takes (None: no known limit); for MariaDB/MySQL
         #: and SQLite asked once (at check(), or the first write), for PostgreSQL fixed
         self._limit: DataLimit | None = (postgresql_limit()
@@ -325,7 +323,7 @@ class SQLAlchemyStore(SessionStore):
         the rest stays on the engine. True when it will: the driver is one
         stores/sql_async.py speaks, and the engine is one whose statements go straight to
         its driver (stores/sql_direct.py)."""
-        if self._direct_writes is None:
+        if self._direct_writer is None:
             return False
         pool = self.engine.pool
         size = (pool.size() + max(0, getattr(pool, "_max_overflow", 0))
@@ -404,9 +402,9 @@ class SQLAlchemyStore(SessionStore):
 
     def _direct_runner(self) -> _DirectRunner | None:
         """The save's statements straight to the driver, when this engine allows now."""
-        if self._direct_writes is None or self._direct_read() is None:
+        if self._direct_writer is None or self._direct_read() is None:
             return None
-        return _DirectRunner(self._direct_writes, self._dialect)
+        return self._direct_writer
 
     # -- interface -------------------------------------------------------------------
     @_retry_on_disconnect
@@ -546,44 +544,20 @@ class SQLAlchemyStore(SessionStore):
     def update(self, key: str, update: SessionUpdate) -> bool:
         if update.user_id_changed:
             _check_user_id(update.user_id)
-        seen = _seen_at_load(key, update.version)
+        steps = self._save_steps(key, update)
         direct = self._direct_runner()
         if direct is not None:
             with self._turns, self._translated_errors():
-                return self._save(key, seen, update, direct)
+                return run_blocking(steps, direct)
         with self._connection() as conn:
-            return self._save(key, seen, update, _CoreRunner(conn, self._commits))
+            return run_blocking(steps, _CoreRunner(conn, self._commits, self._sending))
 
-    def _save(self, key: str, seen: _Seen | None, update: SessionUpdate,
-              runner: _Runner) -> bool:
-        """The optimistic save: merge the delta into the row as read, write it if still
-        at that version, else read it again and retry."""
-        for attempt in range(MAX_SAVE_ATTEMPTS):
-            if seen is None:
-                row = runner.first(self._read_current, {"k": key})
-                if row is None:
-                    runner.rollback()
-                    return False  # destroyed meanwhile (a logout): never recreate it
-                seen = _Seen(key, row[1], unpack_values(self.name, self.codec, row[0]))
-            if self._write(runner, seen, update):
-                runner.commit()
-                return True
-            # Another request saved first. End this transaction so the re-read sees
-            # its row (REPEATABLE READ would keep showing the old one), then retry.
-            runner.rollback()
-            seen = None
-            _back_off(attempt)
-        raise StoreUnavailable(
-            self.name, f"the session kept changing concurrently; gave up after "
-                       f"{MAX_SAVE_ATTEMPTS} attempts and kept nothing")
+    def _save_steps(self, key: str, update: SessionUpdate) -> SaveSteps:
+        """``update``'s optimistic save (stores/sql_save.py), merging into the row as the
+        request loaded it when it did."""
+        return optimistic_save(self, key, _seen_at_load(key, update.version), update)
 
-    def _write(self, runner: _Runner, seen: _Seen, update: SessionUpdate) -> bool:
-        """Write the merged row if it is still at the version read; True when it was."""
-        statement, params = self._write_of(seen, update)
-        with self._sending(len(params["d"])):
-            return bool(runner.rowcount(statement, params))
-
-    def _write_of(self, seen: _Seen, update: SessionUpdate) -> tuple[Any, dict[str, Any]]:
+    def _write_of(self, seen: Seen, update: SessionUpdate) -> tuple[Any, dict[str, Any]]:
         """The versioned UPDATE writing the merged row, and its parameters."""
         data = self._packed(update.apply_to(seen.values))
         params: dict[str, Any] = {
@@ -601,26 +575,9 @@ class SQLAlchemyStore(SessionStore):
         return self._record_of(key, await self._native_call(False, self._load, params))
 
     async def _update_async(self, key: str, update: SessionUpdate) -> bool:
-        """``update``'s optimistic save (see ``_save``)."""
         if update.user_id_changed:
             _check_user_id(update.user_id)
-        seen = _seen_at_load(key, update.version)
-        for attempt in range(MAX_SAVE_ATTEMPTS):
-            if seen is None:
-                row = await self._native_call(False, self._read_current, _for_driver(
-                    {"k": key}, self._dialect))
-                if row is None:
-                    return False  # destroyed meanwhile (a logout): never recreate it
-                seen = _Seen(key, row[1], unpack_values(self.name, self.codec, row[0]))
-            statement, params = self._write_of(seen, update)
-            if await self._native_call(True, statement, _for_driver(params, self._dialect),
-                                       len(params["d"])):
-                return True
-            seen = None  # another request saved first: read it again
-            await asyncio.sleep(_pause(attempt))
-        raise StoreUnavailable(
-            self.name, f"the session kept changing concurrently; gave up after "
-                       f"{MAX_SAVE_ATTEMPTS} attempts and kept nothing")
+        return await run_async(self._save_steps(key, update), _NativeRunner(self))
 
     async def _touch_async(self, key: str, accessed_at: float, expires_at: float, *,
                            version: Any = None) -> bool:
@@ -642,7 +599,7 @@ class SQLAlchemyStore(SessionStore):
                     self.name, f"no answer within {native.timeout} s") from exc
             except Exception as exc:
                 if is_deadlock(exc) and attempt < MAX_DEADLOCK_ATTEMPTS - 1:
-                    await asyncio.sleep(_pause(attempt))  # rolled back: run it again
+                    await asyncio.sleep(pause(attempt))  # rolled back: run it again
                     continue
                 if size and is_packet_too_large(exc):
                     self._limit_known = False  # asked again, in a thread, before the next save
@@ -739,6 +696,8 @@ class SQLAlchemyStore(SessionStore):
                 f"{self.table.name}' (see docs/migrating.md)")
 
     def close(self) -> None:
+        if self._idle is not None:
+            self._idle.clear()
         if self._owns_engine:
             self.engine.dispose()
 
@@ -755,28 +714,21 @@ def _table_in(metadata: sa.MetaData, name: str, schema: str | None) -> sa.Table:
     return existing
 
 
-class _Runner(Protocol):
-    """Runs the save's statements: through Core on a Connection, or straight to the
-    driver (stores/sql_direct.py). Parameters are given as Core takes them."""
-
-    def first(self, statement: Any, params: dict[str, Any]) -> Any: ...
-
-    def rowcount(self, statement: Any, params: dict[str, Any]) -> int: ...
-
-    def commit(self) -> None: ...
-
-    def rollback(self) -> None: ...
+Sending = Callable[[int], contextlib.AbstractContextManager[None]]
 
 
 class _CoreRunner:
-    def __init__(self, conn: sa.Connection, commits: bool) -> None:
-        self._conn, self._commits = conn, commits
+    """The save's statements through Core on a Connection (sql_save.BlockingRunner)."""
+
+    def __init__(self, conn: sa.Connection, commits: bool, sending: Sending) -> None:
+        self._conn, self._commits, self._sending = conn, commits, sending
 
     def first(self, statement: Any, params: dict[str, Any]) -> Any:
         return self._conn.execute(statement, params).first()
 
-    def rowcount(self, statement: Any, params: dict[str, Any]) -> int:
-        return int(self._conn.execute(statement, params).rowcount)
+    def write(self, statement: Any, params: dict[str, Any], size: int) -> int:
+        with self._sending(size):
+            return int(self._conn.execute(statement, params).rowcount)
 
     def commit(self) -> None:
         if self._commits:
@@ -787,16 +739,23 @@ class _CoreRunner:
 
 
 class _DirectRunner:
-    """Every statement commits by itself (the engine is in autocommit): nothing to end."""
+    """The save's and the refresh's statements straight to the driver
+    (sql_save.BlockingRunner). Every statement commits by itself (the engine is in
+    autocommit): nothing to end."""
 
-    def __init__(self, statements: dict[Any, DirectStatement], dialect: sa.Dialect) -> None:
-        self._statements, self._dialect = statements, dialect
+    def __init__(self, statements: dict[Any, DirectStatement], dialect: sa.Dialect,
+                 sending: Sending) -> None:
+        self._statements, self._dialect, self._sending = statements, dialect, sending
 
     def first(self, statement: Any, params: dict[str, Any]) -> Any:
-        return self._statements[statement].first(self._for_driver(params))
+        return self._statements[statement].first(_for_driver(params, self._dialect))
 
     def rowcount(self, statement: Any, params: dict[str, Any]) -> int:
-        return self._statements[statement].rowcount(self._for_driver(params))
+        return self._statements[statement].rowcount(_for_driver(params, self._dialect))
+
+    def write(self, statement: Any, params: dict[str, Any], size: int) -> int:
+        with self._sending(size):
+            return self.rowcount(statement, params)
 
     def commit(self) -> None:
         pass
@@ -804,8 +763,21 @@ class _DirectRunner:
     def rollback(self) -> None:
         pass
 
-    def _for_driver(self, params: dict[str, Any]) -> dict[str, Any]:
-        return _for_driver(params, self._dialect)
+
+class _NativeRunner:
+    """The save's statements on the async driver (sql_save.AsyncRunner)."""
+
+    def __init__(self, store: SQLAlchemyStore) -> None:
+        self._store = store
+
+    async def first(self, statement: Any, params: dict[str, Any]) -> Any:
+        store = self._store
+        return await store._native_call(False, statement, _for_driver(params, store._dialect))
+
+    async def write(self, statement: Any, params: dict[str, Any], size: int) -> int:
+        store = self._store
+        return int(await store._native_call(
+            True, statement, _for_driver(params, store._dialect), size))
 
 
 def _for_driver(params: dict[str, Any], dialect: sa.Dialect) -> dict[str, Any]:
@@ -818,10 +790,10 @@ def _for_driver(params: dict[str, Any], dialect: sa.Dialect) -> dict[str, Any]:
     return converted
 
 
-def _seen_at_load(key: str, version: Any) -> _Seen | None:
+def _seen_at_load(key: str, version: Any) -> Seen | None:
     """The row as the saving request loaded it, if it did (None: read it now)."""
     if isinstance(version, _LoadedVersion) and version.key == key:
-        return _Seen(key, int(version), version.values)
+        return Seen(key, int(version), version.values)
     return None
 
 
@@ -853,12 +825,7 @@ def _check_user_id(user_id: str | None) -> None:
 
 
 def _back_off(attempt: int) -> None:
-    time.sleep(_pause(attempt))
-
-
-def _pause(attempt: int) -> float:
-    # Random, growing pauses spread competing savers apart so one of them wins each round.
-    return random.uniform(0, min(0.05, 0.001 * 2 ** min(attempt, 6)))
+    time.sleep(pause(attempt))
 
 
 # -- building from configuration ---------------------------------------------------------
