@@ -27,7 +27,7 @@ class CookieMeta:
         """Remove the entry from a cookie's payload; ValueError when it is malformed."""
         raw = data.pop(META_KEY, None)
         if raw is None:
-            return cls()
+            return _NONE  # an anonymous session's cookie: most of them
         if not isinstance(raw, dict):
             raise ValueError("sessionkeeper's cookie entry is not a mapping")
         user_id, handle = raw.get("u"), raw.get("h")
@@ -49,3 +49,7 @@ def _is_time(value: Any) -> bool:
 
 def _time(value: Any) -> float | None:
     return None if value is None else float(value)
+
+
+#: the entry of a cookie that has none (immutable, so one serves every request)
+_NONE = CookieMeta()

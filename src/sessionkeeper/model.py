@@ -35,7 +35,7 @@ def _refuse_reserved(key: object) -> None:
                        f"sessionkeeper: {key!r}")
 
 
-@dataclass
+@dataclass(slots=True)  # built for every request that uses its session
 class LoadedState:
     """What a backend found for a request's cookie; ``values`` or ``raw`` may be lazy."""
 

@@ -16,7 +16,6 @@ import binascii
 import hashlib
 import hmac
 import time
-from base64 import urlsafe_b64encode
 from collections.abc import Sequence
 
 _SALT = b"itsdangerous.Signer"
@@ -31,8 +30,12 @@ def _derived(secret: str) -> bytes:
     return hashlib.sha1(_SALT + b"signer" + secret.encode("utf-8")).digest()
 
 
+_TO_URLSAFE = bytes.maketrans(b"+/", b"-_")
+
+
 def _b64(data: bytes) -> bytes:
-    return urlsafe_b64encode(data).rstrip(b"=")
+    # urlsafe_b64encode(data).rstrip(b"="), without its two wrapper calls
+    return binascii.b2a_base64(data, newline=False).translate(_TO_URLSAFE).rstrip(b"=")
 
 
 _FROM_URLSAFE = bytes.maketrans(b"-_", b"+/")
