@@ -180,14 +180,21 @@ through the whole Flask app in process, `python benchmarks/inprocess.py VARIANT 
   most of the gap.
 - MariaDB: the session row has seven columns (data, three times, permanent, user, version:
   what expiry, idle and absolute timeouts, the per-user index and the no-lost-update check
-  need) against the raw variant's one; pymysql parses each column's description in Python
-  (`_get_descriptions`, about a fifth of the read's time in `--profile`). Writes are one
-  versioned `UPDATE` (the compare-and-set that keeps concurrent saves from losing each
-  other's keys) where the raw variant blindly overwrites: `sk-mariadb` `/write` 1,505k
-  instructions vs 665k raw, `/read` 1,101k vs 571k.
-- PostgreSQL: the same row and the same versioned `UPDATE`; the statements are compiled
-  once and sent straight to psycopg2, so the rest is the session layer above
-  (`sk-postgresql` `/write` 1,066k vs 499k raw).
+  need) against the raw variant's one; pymysql parses each column's description in Python,
+  about 50k instructions a column per `SELECT` (515k for the read against 160k with one
+  column): most of the gap. Writes are one versioned `UPDATE` (the compare-and-set that
+  keeps concurrent saves from losing each other's keys) where the raw variant blindly
+  overwrites; no extra round trip: a save reuses the row the request loaded and reads
+  it again only after losing a race (`sk-mariadb` `/write` 1,393k instructions vs 668k
+  raw, `/read` 1,048k vs 574k).
+- PostgreSQL: the same seven columns cost psycopg2 88k instructions against 33k for
+  one; the versioned `UPDATE` sends 7 parameters against 2; strict row decoding (a
+  damaged row is a fresh session, not a 500) about 60k per read. The statements are
+  compiled once and sent straight to the driver on connections kept between statements
+  (a pool check-out and check-in cost about 58k), so the rest is the session layer above
+  (`sk-postgresql` `/write` 965k vs 499k raw, `/read` 646k vs 451k). For both databases,
+  the execute-listener check, the statement-timeout watchdog and error translation cost
+  about 19k per statement.
 - Redis: one `HGETALL` and one `EVALSHA` (the delta applied in Redis only if the session
   still exists, so a logout is never undone) against `GET` + `SET` (`sk-redis` `/write`
   725k vs 610k).
@@ -250,9 +257,22 @@ def asgi_target_lines(summaries: list[RouteSummary]) -> list[str]:
     return target_lines("ASGI targets", ASGI_TARGETS, summaries, ASGI_NOTES)
 
 
+#: the drop-in's configuration work, measured against a build without it
+COMPATIBILITY_COST = """\
+The compatibility work of the drop-in (Flask's session settings read from `app.config`
+on every request, as Flask reads them: `flask/live_config.py`) costs at most 0.9 % of a
+request: instructions per request with it and in a copy of `src/` whose
+`LiveConfig.refresh` returns the settings resolved first (measured 2026-12-04,
+`python benchmarks/inprocess.py VARIANT ROUTE --instructions --calls 1000 [--src COPY]`):
+`sk-memory` 326k/325k, 465k/461k, 598k/595k; `sk-redis` 326k/327k, 518k/515k, 737k/734k;
+`sk-cookie` 400k/396k, 468k/470k, 811k/814k (`/ping`, `/read`, `/write`; differences
+of 3k either way are the count's own noise between runs). Target: at most 2 % (met).
+"""
+
+
 def flask_target_lines(summaries: list[RouteSummary]) -> list[str]:
     return target_lines("Flask targets: each store against its floor", FLASK_TARGETS,
-                        summaries, FLOOR_REASONS)
+                        summaries, FLOOR_REASONS + "\n" + COMPATIBILITY_COST)
 
 
 def background_redis_ops_per_s(measurements: list[Measurement]) -> float | None:
