@@ -179,22 +179,24 @@ class ServerSideSessions:
 
     # -- save ----------------------------------------------------------------------
     def save(self, session: Session) -> CookieUpdate | None:
-        if self.only_read(session):
+        if not session.loaded:
+            return None  # the request never touched the session: no store I/O at all
+        if (self.makes_no_store_call(session) and not session.empty
+                and session.state.rotated_from is None):
             return None  # the common read: settled here, without running the steps
         return run_sync(self.save_steps(session), self.store)
 
-    def only_read(self, session: Session) -> bool:
-        """True when saving ``session`` has nothing to do: the request loaded a live
-        stored session, changed nothing and no refresh is due (what ``save_steps``
-        concludes the long way)."""
-        if not session.loaded:
-            return True
+    def makes_no_store_call(self, session: Session) -> bool:
+        """True when saving the loaded ``session`` certainly makes no store call: the
+        app only read it, and no refresh is due (or there is nothing stored). What
+        ``save_steps`` concludes the long way."""
         if session.destroyed or session.regenerate_requested or session.modified:
             return False
+        if session.empty:
+            return True
         state = session.state
-        return (not state.new and state.rotated_from is None and not session.empty
-                and not self.policy.should_refresh(state.created_at, state.accessed_at,
-                                                   self.clock()))
+        return not state.new and not self.policy.should_refresh(
+            state.created_at, state.accessed_at, self.clock())
 
     def save_steps(self, session: Session) -> Steps[CookieUpdate | None]:
         """The store work of saving ``session`` (store_steps.py): none when the request

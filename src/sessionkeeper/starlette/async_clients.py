@@ -46,7 +46,6 @@ def url_of_async_client(client: object) -> str | None:
     return None
 
 
-
 def sync_driver_url(url: Any) -> Any:
     """``url`` (an SQLAlchemy URL) with an async driver replaced by a blocking driver of
     the same database that is installed; other URLs as they are."""

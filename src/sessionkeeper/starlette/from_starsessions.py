@@ -33,9 +33,8 @@ def _session(connection: HTTPConnection) -> Session:
 async def load_session(connection: HTTPConnection) -> None:
     """Read the request's session if it waits to be (``preload=False``); otherwise
     nothing to do: the middleware loaded it before the endpoint ran."""
-    session = _session(connection)
-    if session.pending_token is not None:
-        await connection.scope[SCOPE_KEY].load_on_demand(session)
+    session = _session(connection)  # first: it says what to add when there is no middleware
+    await connection.scope[SCOPE_KEY].load_on_demand(session)
 
 
 def is_loaded(connection: HTTPConnection) -> bool:

@@ -123,19 +123,13 @@ class SessionMiddleware:
             session = self.cookies.open(
                 partial(_cookie, scope["headers"], self.session_cookie))
         else:
-            token = _cookie(scope["headers"], self.session_cookie)
-            server = self.server
-            assert server is not None
-            if (not self.preload and token is not None and scope["type"] == "http"
-                    and server.ids.is_well_formed(token)):
-                session = Session.on_demand(token, server.codec)  # read when loaded
-            else:
-                try:
-                    session = await self._open(token)
-                except StoreUnavailable as exc:
-                    logger.error("%s; answering 503", exc)
-                    await _refuse(scope, send)
-                    return
+            try:
+                session = await self._open(_cookie(scope["headers"], self.session_cookie),
+                                           self.preload or scope["type"] == "websocket")
+            except StoreUnavailable as exc:
+                logger.error("%s; answering 503", exc)
+                await _refuse(scope, send)
+                return
         session._device = Device(scope, self.device_info)
         scope["session"] = session
         scope[SCOPE_KEY] = self  # for user_sessions(request)
@@ -187,37 +181,39 @@ class SessionMiddleware:
         return send_checked
 
     # -- open --------------------------------------------------------------------------
-    async def _open(self, token: str | None) -> Session:
-        """A server-side session, read from the store before the app runs."""
+    async def _open(self, token: str | None, preload: bool) -> Session:
+        """A server-side session: read from the store now when ``preload``, else when
+        the app loads it."""
         server = self.server
         assert server is not None
         if token is None or not server.ids.is_well_formed(token):
             # No store I/O for these: a new session, or a cookie this app never issued.
             return Session.preloaded(server.load(token), server.codec)
-        if server.store.async_operation("load") is None:
-            return await self.threads.run(self._open_stored, token)  # load and decode there
-        # The store reads natively on this loop: no thread hop (store_steps.py).
-        state = await run_async(server.load_steps(token), server.store, self.threads.run)
-        return Session.preloaded(state, server.codec)
+        session = Session.on_demand(token, server.codec)
+        if preload:
+            await self.load_on_demand(session)
+        return session
 
     async def load_on_demand(self, session: Session) -> None:
-        """Read a session opened with ``preload=False`` (load_session calls this)."""
+        """Read a session that waits for its store read: before the app runs, or when
+        the app awaits load_session under ``preload=False``."""
         token = session.pending_token
         if token is None:
             return  # loaded already, or nothing to load
         server = self.server
         assert server is not None
         if server.store.async_operation("load") is None:
-            state = await self.threads.run(server.load, token)
-        else:
-            state = await run_async(server.load_steps(token), server.store, self.threads.run)
-        session.fill(state)
+            # Read and decoded in the thread, so a large session costs the loop nothing.
+            await self.threads.run(self._fill_from_store, session, token)
+            return
+        # The store reads natively on this loop: no thread hop (store_steps.py).
+        session.fill(await run_async(server.load_steps(token), server.store,
+                                     self.threads.run))
 
-    def _open_stored(self, token: str) -> Session:
+    def _fill_from_store(self, session: Session, token: str) -> None:
         server = self.server
         assert server is not None
-        # Decoded here too, so a large session costs the event loop nothing.
-        return Session.preloaded(server.load(token), server.codec)
+        session.fill(server.load(token))
 
     # -- save --------------------------------------------------------------------------
     async def _commit(self, session: Session, message: Message) -> None:
@@ -236,24 +232,12 @@ class SessionMiddleware:
     async def _save(self, session: Session) -> CookieUpdate | None:
         server = self.server
         assert server is not None
-        if self._reads_only(server, session):
+        if server.makes_no_store_call(session):
             return server.save(session)  # no store I/O: no thread either
         if server.store.async_operation("update") is None:
             return await self.threads.run(server.save, session)  # all of it in one hop
         # The store writes natively on this loop; what it cannot do goes to the threads.
         return await run_async(server.save_steps(session), server.store, self.threads.run)
-
-    @staticmethod
-    def _reads_only(server: ServerSideSessions, session: Session) -> bool:
-        """True when saving ``session`` certainly writes nothing to the store: the app
-        only read it, and no refresh is due (or there is nothing stored)."""
-        if session.destroyed or session.regenerate_requested or session.modified:
-            return False
-        state = session.state
-        if session.empty:
-            return True
-        return not state.new and not server.policy.should_refresh(
-            state.created_at, state.accessed_at, server.clock())
 
     def _set_cookie(self, update: CookieUpdate) -> str:
         """The Set-Cookie value exactly as Starlette's middleware writes it."""
