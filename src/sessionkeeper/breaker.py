@@ -58,13 +58,15 @@ class CircuitBreaker:
             self._closed()
         return result
 
-    async def call_async(self, operation: Callable[[], Awaitable[T]]) -> T:
-        """``call`` for a store's native coroutine (the same rules, awaited)."""
+    async def call_async(self, operation: Callable[..., Awaitable[T]],
+                         *args: Any, **kwargs: Any) -> T:
+        """``call`` for a store's native coroutine function, given its arguments (the
+        same rules, awaited; no closure to build on every request)."""
         if self._open_until:
             self._admit()
         started = self.clock()
         try:
-            result = await operation()
+            result = await operation(*args, **kwargs)
         except SessionContention:
             raise
         except StoreUnavailable:
@@ -148,7 +150,7 @@ class GuardedStore(SessionStore):
         native = self.inner.async_operation(method)
         if native is None:
             return None
-        return lambda *args, **kwargs: self.breaker.call_async(lambda: native(*args, **kwargs))
+        return partial(self.breaker.call_async, native)
 
     def check(self) -> None:
         self.inner.check()

@@ -181,10 +181,15 @@ class ServerSideSessions:
     def save(self, session: Session) -> CookieUpdate | None:
         if not session.loaded:
             return None  # the request never touched the session: no store I/O at all
-        if (self.makes_no_store_call(session) and not session.empty
-                and session.state.rotated_from is None):
-            return None  # the common read: settled here, without running the steps
+        if self.makes_no_store_call(session):
+            return self.save_without_store(session)
         return run_sync(self.save_steps(session), self.store)
+
+    def save_without_store(self, session: Session) -> CookieUpdate | None:
+        """``save`` of a session ``makes_no_store_call`` cleared (safe on an event loop)."""
+        if not session.empty and session.state.rotated_from is None:
+            return None  # the common read: settled here, without running the steps
+        return run_sync(self.save_steps(session), self.store)  # a cookie to clear, if any
 
     def makes_no_store_call(self, session: Session) -> bool:
         """True when saving the loaded ``session`` certainly makes no store call: the

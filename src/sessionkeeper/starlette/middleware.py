@@ -233,7 +233,7 @@ class SessionMiddleware:
         server = self.server
         assert server is not None
         if server.makes_no_store_call(session):
-            return server.save(session)  # no store I/O: no thread either
+            return server.save_without_store(session)  # no store I/O: no thread either
         if server.store.async_operation("update") is None:
             return await self.threads.run(server.save, session)  # all of it in one hop
         # The store writes natively on this loop; what it cannot do goes to the threads.

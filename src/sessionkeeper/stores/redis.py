@@ -275,6 +275,12 @@ class RedisStore(SessionStore):
         self._direct = None if self.cluster else DirectCommands(cast("redis.Redis", client))
         #: the hot calls from an asyncio loop (ASGI), when the client can be mirrored
         self._direct_async = _async_commands(client)
+        #: the coroutines async_operation offers, found once (a subclass that changed
+        #: a method keeps it in threads)
+        self._natives: dict[str, Callable[..., Awaitable[Any]]] = {} if (
+            self._direct_async is None) else {
+            method: getattr(self, native) for method, native in _NATIVE.items()
+            if getattr(type(self), method) is getattr(RedisStore, method)}
 
     # -- interface -------------------------------------------------------------------
     def load(self, key: str, now: float) -> SessionRecord | None:
@@ -318,14 +324,14 @@ class RedisStore(SessionStore):
         """The read, the delta update and the refresh, natively on an asyncio loop (a
         subclass that changed one of them keeps it in threads); logins, creations and
         deletions run in threads."""
-        if self._direct_async is None or method not in _NATIVE or getattr(
-                type(self), method) is not getattr(RedisStore, method):
+        native = self._natives.get(method)
+        if native is None:
             return None
         try:
             asyncio.get_running_loop()
         except RuntimeError:  # trio: redis.asyncio needs asyncio
             return None
-        return getattr(self, _NATIVE[method])  # type: ignore[no-any-return]
+        return native
 
     def create(self, key: str, record: SessionRecord) -> None:
         fields = _fields(record)
