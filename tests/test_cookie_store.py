@@ -388,6 +388,77 @@ def test_signed_flask_cookie_still_accepted_when_encryption_is_turned_on(
     assert client.get("/whoami").text == "laozhao"
 
 
+# -- a permanent cookie is re-issued on every request, used or not (as Flask's) ----------
+
+
+def untouched_response(app: Flask, value: str) -> Response:
+    """A request with the cookie ``value`` to a view that never uses the session."""
+    app.add_url_rule("/health", "health", lambda: "ok")
+    return client_with(app, value).get("/health")
+
+
+@pytest.mark.parametrize("data", [{"user": "laowang"}, PROFILE], ids=["plain", "compressed"])
+def test_an_untouched_permanent_cookie_is_reissued_later_under_the_current_key(
+        make_app: MakeApp, data: dict[str, Any]) -> None:
+    flask_app = plain_flask(secret=OLD_KEY)
+    flask_app.add_url_rule("/keep", "keep", lambda: session.update(data, _permanent=True)
+                           or "ok", methods=["POST"])
+    client = flask_app.test_client()
+    client.post("/keep")
+    value = session_cookie(client)
+    ours = cookie_app(make_app, SECRET_KEY_FALLBACKS=[OLD_KEY])
+    move_clock(ours, 3600)
+
+    [header] = set_cookie_headers(untouched_response(ours, value))
+
+    reissued = header.split(";")[0].removeprefix("session=")
+    # itsdangerous compresses a payload when that makes it shorter: kept as it came
+    assert reissued.startswith(".") == value.startswith(".") == (data is PROFILE)
+    new_key_only = SecureCookieSessionInterface().get_signing_serializer(plain_flask(NEW_KEY))
+    assert new_key_only is not None
+    loaded, signed_at = new_key_only.loads(reissued, return_timestamp=True)
+    assert loaded == {**data, "_permanent": True}
+    assert abs(signed_at.timestamp() - (time.time() + 3600)) < 5
+    assert "Max-Age=2678400" in header
+    assert client_with(ours, reissued).get("/whoami").text == "laowang"
+
+
+def test_an_untouched_browser_session_cookie_is_not_reissued(make_app: MakeApp) -> None:
+    value = login_cookie(plain_flask(), permanent=False)
+    ours = cookie_app(make_app)
+    move_clock(ours, 3600)
+    response = untouched_response(ours, value)
+    assert response.text == "ok" and set_cookie_headers(response) == []
+
+
+@pytest.mark.parametrize("forge", [
+    lambda value: value[:-2] + ("AA" if value[-2:] != "AA" else "BB"),  # signature
+    lambda value: "e30" + value[value.index("."):],  # payload: an empty one
+    lambda value: "%%%." + value.split(".", 1)[1],  # payload: not base64
+], ids=["signature", "payload", "garbled"])
+def test_an_untouched_tampered_cookie_is_not_reissued(
+        make_app: MakeApp, forge: Callable[[str], str]) -> None:
+    value = forge(login_cookie(plain_flask(), permanent=True))
+    response = untouched_response(cookie_app(make_app), value)
+    assert response.text == "ok" and set_cookie_headers(response) == []
+
+
+def test_an_untouched_signed_cookie_is_reissued_encrypted_when_encryption_is_on(
+        make_app: MakeApp) -> None:
+    value = login_cookie(plain_flask(), permanent=True)
+    encrypting = cookie_app(make_app, SESSION_COOKIE_ENCRYPT=True)
+    [header] = set_cookie_headers(untouched_response(encrypting, value))
+    reissued = header.split(";")[0].removeprefix("session=")
+    assert reissued.startswith("~") and b"laowang" not in unsealed(reissued)
+    assert client_with(encrypting, reissued).get("/profile").text == expected_profile(True)
+
+    move_clock(encrypting, 3600)  # and an encrypted one is re-sealed
+    [again] = set_cookie_headers(client_with(encrypting, reissued).get("/health"))
+    resealed = again.split(";")[0].removeprefix("session=")
+    assert resealed.startswith("~") and resealed != reissued
+    assert client_with(encrypting, resealed).get("/profile").text == expected_profile(True)
+
+
 # -- size limit ------------------------------------------------------------------------
 
 

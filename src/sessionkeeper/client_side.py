@@ -163,6 +163,12 @@ class CookieSessions:
     def _read(self, token: str, report: bool = True) -> tuple[dict[str, Any], float] | None:
         """The verified payload and signing time; ``report`` logs and signals a refusal
         (not for a request that never used its session)."""
+        opened = self._open(token, report)
+        return None if opened is None else (opened[0], opened[1])
+
+    def _open(self, token: str, report: bool) -> tuple[dict[str, Any], float, bytes] | None:
+        """``_read``, plus the payload as it came: the signed part of a signed cookie,
+        the serialized data of an encrypted one (what ``refresh_untouched`` re-issues)."""
         max_age = self.policy.window
         try:
             if token.startswith(ENCRYPTED_PREFIX) and self._cipher is not None:
@@ -177,16 +183,16 @@ class CookieSessions:
                 verified = self._reader.unsign(token)
                 if verified is None:
                     return self._reject("BadTimeSignature") if report else None
-                signed_payload, issued_at = verified
+                payload, issued_at = verified
                 age = int(self.clock()) - issued_at
                 if age > max_age or age < 0:  # the checks itsdangerous makes
                     return self._expire("idle or lifetime timeout", None) if report else None
-                data = self._payload.loads(TimedCookieReader.payload_bytes(signed_payload))
+                data = self._payload.loads(TimedCookieReader.payload_bytes(payload))
         except (ValueError, TypeError, KeyError, UnicodeError) as exc:
             return self._reject(f"undecodable payload ({type(exc).__name__})") if report else None
         if not isinstance(data, dict):
             return self._reject("payload is not a mapping") if report else None
-        return data, float(issued_at)
+        return data, float(issued_at), payload
 
     def _reject(self, why: str) -> None:
         logger.info("session cookie rejected (%s); starting a fresh session", why)
@@ -253,12 +259,14 @@ class CookieSessions:
         Its content is sent back as it came, so nothing else is checked: a revoked
         binding re-signed stays revoked, and no store is asked.
         """
-        found = self._read(token, report=False)
+        if not token.startswith(ENCRYPTED_PREFIX) and not _may_be_permanent(token):
+            return None  # a browser-session cookie is not re-sent: no signature to check
+        found = self._open(token, report=False)
         if found is None or not found[0].get(PERMANENT_KEY):
             return None
-        data, issued_at = found
+        data, issued_at, payload = found
         try:
-            meta = CookieMeta.take_from(dict(data))
+            meta = CookieMeta.take_from(data)
         except ValueError:
             return None
         now = self.clock()
@@ -266,7 +274,12 @@ class CookieSessions:
         if self.policy.is_expired(created_at, issued_at + self.policy.window, now):
             return None
         max_age = self.policy.cookie_max_age(self.policy.expires_at(created_at, now), now)
-        return CookieUpdate(self.dumps(data, int(now)), max_age)
+        # The data as it came, stamped anew: nothing serialized again.
+        if self._cipher is not None:  # encrypted from now on, whichever format came
+            if not token.startswith(ENCRYPTED_PREFIX):
+                payload = TimedCookieReader.payload_bytes(payload)
+            return CookieUpdate(self._cipher.encrypt(payload, int(now)), max_age)
+        return CookieUpdate(self._reader.restamp(payload, int(now)), max_age)
 
     def _revoked_meanwhile(self, session: Session, state: LoadedState, now: float) -> bool:
         """True when the binding this request would re-issue was revoked while it ran
@@ -302,3 +315,18 @@ class CookieSessions:
         if self._cipher is not None:
             return self._cipher.encrypt(self._payload.dumps(payload).encode(), issued_at)
         return self._signed.dumps(payload)
+
+
+_PERMANENT_FIELD = f'"{PERMANENT_KEY}"'.encode()
+
+
+def _may_be_permanent(token: str) -> bool:
+    """False when a signed cookie's payload has no permanent flag at all (most cookies
+    of Flask's default, browser-session ones): found without verifying or parsing it, as
+    nothing is re-issued either way. True means only "open it and see"."""
+    signed = token.encode("utf-8").rpartition(b".")[0]
+    try:
+        data = TimedCookieReader.payload_bytes(signed.rpartition(b".")[0])
+    except ValueError:
+        return False  # reading it in full would refuse it too
+    return _PERMANENT_FIELD in data

@@ -49,6 +49,12 @@ class KeyRing:
 
 
 _FROM_URLSAFE = bytes.maketrans(b"-_", b"+/")
+_TO_URLSAFE = bytes.maketrans(b"+/", b"-_")
+
+
+def _b64encode(data: bytes) -> bytes:
+    """itsdangerous' unpadded URL-safe base64."""
+    return binascii.b2a_base64(data, newline=False).translate(_TO_URLSAFE).rstrip(b"=")
 
 
 def _b64decode(data: bytes) -> bytes:
@@ -61,9 +67,9 @@ def _b64decode(data: bytes) -> bytes:
 
 
 class TimedCookieReader:
-    """Verifies and opens values of itsdangerous' ``URLSafeTimedSerializer`` format
-    (``payload.timestamp.signature``, HMAC key derivation), the format of Flask's session
-    cookie. It reads exactly what itsdangerous accepts, but derives the keys once per key
+    """Verifies, opens and re-stamps values of itsdangerous' ``URLSafeTimedSerializer``
+    format (``payload.timestamp.signature``, HMAC key derivation), the format of Flask's
+    session cookie. It reads exactly what itsdangerous accepts, but derives the keys once per key
     ring instead of on every request: a request reading its cookie session pays one HMAC.
     """
 
@@ -96,6 +102,14 @@ class TimedCookieReader:
         except ValueError:
             return None
         return payload, issued_at
+
+    def restamp(self, payload: bytes, issued_at: int) -> str:
+        """A verified ``payload`` (as ``unsign`` gave it) signed anew at ``issued_at``
+        with the current key: what itsdangerous makes of the same payload and time."""
+        stamp = _b64encode(issued_at.to_bytes(8, "big").lstrip(b"\0"))
+        signed = payload + b"." + stamp
+        signature = hmac.digest(self._keys[0], signed, self._digest)
+        return (signed + b"." + _b64encode(signature)).decode("ascii")
 
     @staticmethod
     def payload_bytes(payload: bytes) -> bytes:
