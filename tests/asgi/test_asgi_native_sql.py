@@ -1,11 +1,12 @@
-"""Given an async driver (``postgresql+asyncpg://``, ``mysql+aiomysql://``), the SQL
-store's read, versioned save and refresh run on the event loop, not in a worker thread:
-such requests are served while every store thread is busy. They answer as the threaded
-ones do: 50 concurrent writers of one session lose nothing, a save of a stale version
-reads the row again and merges, a session deleted meanwhile is not recreated, rows are
-written exactly as the blocking path writes them, an unreachable database answers 503
-at once, and on trio (no asyncio loop) the calls go back to the threads. Quart apps
-given such a URL or an ``AsyncEngine`` in SESSION_SQLALCHEMY get the same."""
+"""Given an async driver (``postgresql+asyncpg://``, ``mysql+aiomysql://``,
+``mysql+asyncmy://``), the SQL store's read, versioned save and refresh run on the event
+loop, not in a worker thread: such requests are served while every store thread is busy.
+They answer as the threaded ones do: 50 concurrent writers of one session lose nothing, a
+save of a stale version reads the row again and merges, a session deleted meanwhile is
+not recreated, rows are written exactly as the blocking path writes them, an unreachable
+database answers 503 at once, and on trio (no asyncio loop) the calls go back to the
+threads. Quart apps given such a URL or an ``AsyncEngine`` in SESSION_SQLALCHEMY get the
+same."""
 
 from __future__ import annotations
 
@@ -34,9 +35,11 @@ from sessionkeeper.stores.sqlalchemy import SQLAlchemyStore, engine_from_url
 #: the async drivers of the servers the blocking providers reach
 ASYNC_DRIVERS = {"postgresql": ("asyncpg", sqlalchemy_postgresql),
                  "postgresql-psycopg": ("psycopg_async", sqlalchemy_postgresql),
-                 "mariadb": ("aiomysql", sqlalchemy_mariadb)}
+                 "mariadb": ("aiomysql", sqlalchemy_mariadb),
+                 "mariadb-asyncmy": ("asyncmy", sqlalchemy_mariadb)}
 #: the module each async driver is
-_MODULES = {"asyncpg": "asyncpg", "psycopg_async": "psycopg", "aiomysql": "aiomysql"}
+_MODULES = {"asyncpg": "asyncpg", "psycopg_async": "psycopg", "aiomysql": "aiomysql",
+            "asyncmy": "asyncmy"}
 
 
 def urls(database: str) -> tuple[str, str]:

@@ -5,8 +5,8 @@ An ASGI app often has a ``redis.asyncio`` client or an SQLAlchemy ``AsyncEngine`
 its ``postgresql+asyncpg://`` URL) already. The stores are written once, in blocking
 form (docs/architecture.md), so such a client stands for its server: the store connects
 there with the blocking driver. The hot calls then run natively again: Redis's on
-redis.asyncio (stores/redis_async.py), SQL's on the async driver named, asyncpg or
-aiomysql (stores/sql_async.py, set up by stores.py).
+redis.asyncio (stores/redis_async.py), SQL's on the async driver named, asyncpg,
+psycopg 3, aiomysql or asyncmy (stores/sql_async.py, set up by stores.py).
 """
 
 from __future__ import annotations

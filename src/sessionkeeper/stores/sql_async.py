@@ -1,14 +1,14 @@
 """The SQL store's per-request statements on an async driver, for ASGI apps: no thread.
 
 When the app names an async driver (``postgresql+asyncpg://``,
-``postgresql+psycopg_async://``, ``mysql+aiomysql://``, or an ``AsyncEngine`` of one),
-the read, the versioned save with its re-read and the refresh are sent from the event
-loop, the way stores/sql_direct.py sends them from a thread: each statement compiled
-once, run on the driver's own connection (asyncpg prepares it once per connection,
-psycopg after a few runs), in autocommit. Going through SQLAlchemy's asyncio layer
-instead costs a greenlet switch, a pool checkout and Core's result handling per call:
-a read took 270 µs that way against 78 µs here (asyncpg, loopback). Everything else the
-store does stays on its blocking engine.
+``postgresql+psycopg_async://``, ``mysql+aiomysql://``, ``mysql+asyncmy://``, or an
+``AsyncEngine`` of one), the read, the versioned save with its re-read and the refresh
+are sent from the event loop, the way stores/sql_direct.py sends them from a thread:
+each statement compiled once, run on the driver's own connection (asyncpg prepares it
+once per connection, psycopg after a few runs), in autocommit. Going through
+SQLAlchemy's asyncio layer instead costs a greenlet switch, a pool checkout and Core's
+result handling per call: a read took 270 µs that way against 78 µs here (asyncpg,
+loopback). Everything else the store does stays on its blocking engine.
 
 Connections belong to the event loop that made them, so each running loop has its own
 small pool (at most :attr:`NativeStatements.size` connections; more callers wait), closed
@@ -49,6 +49,8 @@ INTERRUPT_GRACE = 1.0
 #: connection arguments SQLAlchemy's dialects take for their adapters, not the driver's
 _ADAPTER_ARGUMENTS = ("prepared_statement_cache_size", "prepared_statement_name_func",
                       "async_creator_fn", "async_fallback")
+#: MariaDB/MySQL client error codes (CR_*) of a connection lost: no server, gone, lost
+_MYSQL_LOST = frozenset({2003, 2006, 2013, 2055})
 
 
 class _Asyncpg:
@@ -112,7 +114,6 @@ class _Aiomysql:
             OSError, pymysql.err.OperationalError, pymysql.err.InterfaceError)
         self.broken: tuple[type[BaseException], ...] = (
             OSError, pymysql.err.InterfaceError)
-        self._lost_codes = frozenset({2003, 2006, 2013, 2055})  # CR_*: no server, gone, lost
 
     async def connect(self, arguments: dict[str, Any], timeout: float) -> Any:
         return await self._connect(**arguments, connect_timeout=timeout, autocommit=True)
@@ -135,7 +136,7 @@ class _Aiomysql:
 
     def is_lost(self, error: BaseException) -> bool:
         args = getattr(error, "args", ())
-        return isinstance(error, self.broken) or (bool(args) and args[0] in self._lost_codes)
+        return isinstance(error, self.broken) or (bool(args) and args[0] in _MYSQL_LOST)
 
     @staticmethod
     def usable(connection: Any) -> bool:
@@ -146,6 +147,57 @@ class _Aiomysql:
         connection.close()
 
     interrupt = drop  # the waiting read fails: the stream is closed
+
+
+class _Asyncmy:
+    """MariaDB/MySQL through asyncmy (its own protocol code, pymysql's API): the text
+    protocol, as aiomysql, with the parameters escaped in by :func:`_inlined`."""
+
+    paramstyle = "format"
+
+    def __init__(self) -> None:
+        import asyncmy
+        from asyncmy import errors
+
+        self._connect = asyncmy.connect
+        # Its own error classes, pymysql's codes in args[0]; OperationalError also
+        # carries deadlocks and oversized packets, told apart first (as for aiomysql).
+        self.unavailable: tuple[type[BaseException], ...] = (
+            OSError, errors.OperationalError, errors.InterfaceError)
+        self.broken: tuple[type[BaseException], ...] = (OSError, errors.InterfaceError)
+
+    async def connect(self, arguments: dict[str, Any], timeout: float) -> Any:
+        # client_flag from the dialect has FOUND_ROWS: rowcount is rows matched
+        return await self._connect(**arguments, connect_timeout=timeout, autocommit=True)
+
+    @staticmethod
+    async def first(connection: Any, sql: str, args: Sequence[Any]) -> tuple[Any, ...] | None:
+        cursor = connection.cursor()
+        await cursor.execute(_inlined(connection, sql, args))
+        row = await cursor.fetchone()
+        await cursor.close()
+        return None if row is None else tuple(row)
+
+    @staticmethod
+    async def rowcount(connection: Any, sql: str, args: Sequence[Any]) -> int:
+        cursor = connection.cursor()
+        count = await cursor.execute(_inlined(connection, sql, args))
+        await cursor.close()
+        return int(count)
+
+    def is_lost(self, error: BaseException) -> bool:
+        args = getattr(error, "args", ())
+        return isinstance(error, self.broken) or (bool(args) and args[0] in _MYSQL_LOST)
+
+    @staticmethod
+    def usable(connection: Any) -> bool:
+        return bool(connection.connected)
+
+    @staticmethod
+    def drop(connection: Any) -> None:
+        connection.close()  # (ensure_closed, the polite one, is a coroutine)
+
+    interrupt = drop  # the waiting read fails with 2013 once the transport has closed
 
 
 class _PsycopgAsync:
@@ -199,15 +251,17 @@ class _PsycopgAsync:
 
 
 def _inlined(connection: Any, sql: str, args: Sequence[Any]) -> str:
-    """``sql`` with its ``%s`` parameters escaped in, as pymysql's own cursor does it
-    (aiomysql's escaping of bytes fails with PyMySQL 1.2): bytes as hex literals."""
+    """``sql`` with its ``%s`` parameters escaped in, as pymysql's own cursor does it,
+    but bytes as hex literals: aiomysql's escaping of bytes fails with PyMySQL 1.2, and
+    asyncmy's backslash-escapes them even under sql_mode NO_BACKSLASH_ESCAPES."""
     return sql % tuple(f"X'{arg.hex()}'" if isinstance(arg, bytes | bytearray)
                        else connection.escape(arg) for arg in args)
 
 
 #: SQLAlchemy's async driver names this module speaks -> their adapters
 NATIVE_DRIVERS: dict[str, Callable[[], Any]] = {
-    "asyncpg": _Asyncpg, "psycopg_async": _PsycopgAsync, "aiomysql": _Aiomysql}
+    "asyncpg": _Asyncpg, "psycopg_async": _PsycopgAsync, "aiomysql": _Aiomysql,
+    "asyncmy": _Asyncmy}
 
 _ALL: weakref.WeakSet[NativeStatements] = weakref.WeakSet()
 
@@ -418,8 +472,8 @@ async def _within(seconds: float, work: Awaitable[R]) -> R:
 def native_statements(url: sa.URL, statements: Sequence[Any], *, timeout: float,
                       size: int) -> NativeStatements | None:
     """``statements`` compiled for ``url``'s async driver, run natively; None when the
-    driver is not one this module speaks (SQLite's aiosqlite, which is a thread itself;
-    asyncmy) or is not installed."""
+    driver is not one this module speaks (SQLite's aiosqlite, which is a thread itself)
+    or is not installed."""
     adapter = NATIVE_DRIVERS.get(url.get_driver_name())
     if adapter is None:
         return None

@@ -319,8 +319,8 @@ class SQLAlchemyStore(SessionStore):
     def use_async_driver(self, url: str | sa.URL, *, timeout: float = DEFAULT_TIMEOUT) -> bool:
         """Serve the read, the save and the refresh of ASGI requests on ``url``'s async
         driver (``postgresql+asyncpg://``, ``postgresql+psycopg_async://``,
-        ``mysql+aiomysql://``: the same database as the engine's), from the event loop;
-        the rest stays on the engine. True when it will: the driver is one
+        ``mysql+aiomysql://``, ``mysql+asyncmy://``: the same database as the engine's),
+        from the event loop; the rest stays on the engine. True when it will: the driver is one
         stores/sql_async.py speaks, and the engine is one whose statements go straight to
         its driver (stores/sql_direct.py)."""
         if self._direct_writer is None:
