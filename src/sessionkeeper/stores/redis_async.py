@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import sys
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
@@ -25,6 +24,8 @@ import redis
 import redis.asyncio.connection as async_connection
 from redis.exceptions import NoScriptError
 from redis.typing import EncodableT
+
+from ..deadlines import within
 
 try:  # redis[hiredis], a dependency; the C packer is several times faster
     from hiredis import pack_command as _pack
@@ -179,7 +180,7 @@ class AsyncDirectCommands:
             if self._timeout is None:
                 reply = await _send_and_read(connection, packed)
             else:
-                reply = await _within(self._timeout, _send_and_read(connection, packed))
+                reply = await within(self._timeout, _send_and_read(connection, packed))
         except (TimeoutError, asyncio.TimeoutError) as exc:  # (two classes on 3.10)
             await connection.disconnect(nowait=True)
             raise redis.TimeoutError(f"no reply within {self._timeout}s") from exc
@@ -208,14 +209,6 @@ class AsyncDirectCommands:
 async def _send_and_read(connection: Any, packed: list[bytes]) -> Any:
     await connection.send_packed_command(packed, check_health=False)
     return await connection.read_response()
-
-
-async def _within(seconds: float, work: Awaitable[Any]) -> Any:
-    """``await work``, or TimeoutError after ``seconds``."""
-    if sys.version_info >= (3, 11):
-        async with asyncio.timeout(seconds):  # no task, one timer handle
-            return await work
-    return await asyncio.wait_for(work, seconds)  # pragma: no cover - Python 3.10
 
 
 def url_of_async_client(client: Any) -> str:

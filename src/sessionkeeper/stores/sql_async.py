@@ -26,14 +26,15 @@ import importlib.util
 import math
 import os
 import socket
-import sys
 import time
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from functools import partial
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
+from ..deadlines import loop_deadlines, within
 from ..errors import ConfigurationError
 
 __all__ = ["NATIVE_DRIVERS", "NativeStatements", "async_engine_url", "blocking_url",
@@ -337,7 +338,7 @@ class NativeStatements:
         deadline = asyncio.get_running_loop().time() + self.timeout
         # The statement is cut at the deadline by closing its connection (_guarded);
         # this bounds the rest (waiting for a connection, connecting) and is the backstop.
-        return await _within(self.timeout + INTERRUPT_GRACE,
+        return await within(self.timeout + INTERRUPT_GRACE,
                              self._exchange(pool, sql, args, call, deadline))
 
     async def _guarded(self, deadline: float, connection: Any,
@@ -345,22 +346,16 @@ class NativeStatements:
         """``await work`` on ``connection``, which is shut at ``deadline``: the driver then
         fails at once (TimeoutError). Cancelling it instead would let psycopg first ask
         the hung server to cancel the statement, for many seconds."""
-        interrupted = False
-
-        def interrupt() -> None:
-            nonlocal interrupted
-            interrupted = True
-            self._driver.interrupt(connection)
-
-        timer = asyncio.get_running_loop().call_at(deadline, interrupt)
+        deadlines = loop_deadlines()
+        filed = deadlines.add_at(deadline, partial(self._driver.interrupt, connection))
         try:
             return await work
         except Exception as exc:
-            if interrupted:
+            if filed.fired:
                 raise TimeoutError(f"no answer within {self.timeout} s") from exc
             raise
         finally:
-            timer.cancel()
+            deadlines.remove(filed)
 
     async def _exchange(self, pool: _LoopPool, sql: str, args: list[Any],
                         call: Callable[[Any, str, Sequence[Any]], Awaitable[R]],
@@ -459,14 +454,6 @@ class NativeStatements:
             if not waiter.done():
                 waiter.set_result(None)
                 return
-
-
-async def _within(seconds: float, work: Awaitable[R]) -> R:
-    """``await work``, or TimeoutError after ``seconds``."""
-    if sys.version_info >= (3, 11):
-        async with asyncio.timeout(seconds):  # no task, one timer handle
-            return await work
-    return await asyncio.wait_for(work, seconds)  # pragma: no cover - Python 3.10
 
 
 def native_statements(url: sa.URL, statements: Sequence[Any], *, timeout: float,
