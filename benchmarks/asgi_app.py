@@ -13,6 +13,9 @@ stores the user and the theme, /read returns them, /write increments a counter.
     asgi-sk-postgresql         sessionkeeper, store="postgresql+psycopg2://..."
     asgi-sk-postgresql-asyncpg sessionkeeper, store="postgresql+asyncpg://...": the read,
                                save and refresh on asyncpg from the event loop, no thread
+    asgi-sk-mariadb            sessionkeeper, store="mysql+pymysql://..." (threads); with
+    asgi-sk-mariadb-aiomysql   -aiomysql and -asyncmy the read, save and refresh natively:
+    asgi-sk-mariadb-asyncmy    in process only (asgi_inprocess.py), not in run.py's list
     asgi-raw-redis             no session layer: /read one redis.asyncio GET, /write a GET
                                and a SET (the floor of round trips for a Redis session)
 """
@@ -25,6 +28,7 @@ from collections.abc import Callable
 from typing import Any
 
 from common import (
+    ASGI_MARIADB_TABLE,
     ASGI_POSTGRES_TABLE,
     ENV_VARIANT,
     READ_BODY,
@@ -162,6 +166,23 @@ def sk_postgresql_asyncpg(settings: BenchSettings, counters: WorkerCounters) -> 
     return _sessionkeeper(f"{url}?table={ASGI_POSTGRES_TABLE}", settings)
 
 
+def _sk_mariadb(driver: str, settings: BenchSettings) -> Starlette:
+    url = settings.mariadb_url.replace("+pymysql://", f"+{driver}://")
+    return _sessionkeeper(f"{url}?table={ASGI_MARIADB_TABLE}", settings)
+
+
+def sk_mariadb(settings: BenchSettings, counters: WorkerCounters) -> Starlette:
+    return _sk_mariadb("pymysql", settings)
+
+
+def sk_mariadb_aiomysql(settings: BenchSettings, counters: WorkerCounters) -> Starlette:
+    return _sk_mariadb("aiomysql", settings)
+
+
+def sk_mariadb_asyncmy(settings: BenchSettings, counters: WorkerCounters) -> Starlette:
+    return _sk_mariadb("asyncmy", settings)
+
+
 def raw_redis(settings: BenchSettings, counters: WorkerCounters) -> Starlette:
     """No session layer: the fewest round trips a Redis session can make, on
     redis.asyncio from the handler."""
@@ -200,6 +221,9 @@ VARIANTS: dict[str, Callable[[BenchSettings, WorkerCounters], Starlette]] = {
     "asgi-sk-sqlite": sk_sqlite,
     "asgi-sk-postgresql": sk_postgresql,
     "asgi-sk-postgresql-asyncpg": sk_postgresql_asyncpg,
+    "asgi-sk-mariadb": sk_mariadb,
+    "asgi-sk-mariadb-aiomysql": sk_mariadb_aiomysql,
+    "asgi-sk-mariadb-asyncmy": sk_mariadb_asyncmy,
     "asgi-raw-redis": raw_redis,
 }
 

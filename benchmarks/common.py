@@ -135,6 +135,7 @@ MARIADB_URL = f"mysql+pymysql://root@{MARIADB_HOST}:{MARIADB_PORT}/test"
 # sk-mariadb's own table in MariaDB's DB `test`, dropped after the run.
 MARIADB_TABLE = "sessionkeeper_bench_mariadb"
 RAW_MARIADB_TABLE = "sessionkeeper_bench_mariadb_raw"  # raw-mariadb's
+ASGI_MARIADB_TABLE = "sessionkeeper_bench_asgi"  # the in-process asgi-sk-mariadb* variants
 # dynalite (a DynamoDB-compatible server on Node.js, from npm), where .ci/dynalite.sh puts
 # it; the runner starts a private one in memory, so its tables vanish when it stops.
 DYNALITE_BINARY = "/opt/sessionkeeper-node/node_modules/.bin/dynalite"
