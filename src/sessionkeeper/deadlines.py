@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -34,41 +35,50 @@ class Deadline:
 
 
 class LoopDeadlines:
-    """The deadlines of the calls in flight on one event loop."""
+    """The deadlines of the calls in flight on one event loop (which it does not keep
+    alive: nothing here refers to the loop but weakly)."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
+        self._loop = weakref.ref(loop)
         self._pending: dict[Deadline, None] = {}
         self._armed_for: float | None = None
-        self._timer: asyncio.TimerHandle | None = None
+        #: tells the timer that counts apart from ones armed before and overtaken (they
+        #: are left to fire and do nothing, not cancelled: cheaper, and no handle kept)
+        self._generation = 0
 
     def add(self, seconds: float, expire: Callable[[], Any]) -> Deadline:
         """File a deadline ``seconds`` from now; ``remove`` it when the call is over."""
-        return self.add_at(self.loop.time() + seconds, expire)
+        loop = self._loop()
+        assert loop is not None
+        return self.add_at(loop.time() + seconds, expire)
 
     def add_at(self, at: float, expire: Callable[[], Any]) -> Deadline:
         """File a deadline at the loop's time ``at``."""
         deadline = Deadline(at, expire)
         self._pending[deadline] = None
         armed_for = self._armed_for
-        if armed_for is None or deadline.at < armed_for:
-            self._arm(deadline.at)
+        if armed_for is None or at < armed_for:
+            self._arm(at)
         return deadline
 
     def remove(self, deadline: Deadline) -> None:
-        # The timer stays armed: it finds nothing due and disarms, cheaper than a
-        # cancelled handle per call.
+        # The timer stays armed: it finds nothing due and disarms.
         self._pending.pop(deadline, None)
 
     def _arm(self, at: float) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
+        loop = self._loop()
+        if loop is None:
+            return
+        self._generation += 1
         self._armed_for = at
-        self._timer = self.loop.call_at(at, self._fire)
+        loop.call_at(at, self._fire, self._generation)
 
-    def _fire(self) -> None:
-        self._timer = self._armed_for = None
-        now = self.loop.time()
+    def _fire(self, generation: int) -> None:
+        loop = self._loop()
+        if generation != self._generation or loop is None:
+            return  # overtaken by a timer armed for an earlier deadline
+        self._armed_for = None
+        now = loop.time()
         due = [deadline for deadline in self._pending if deadline.at <= now]
         for deadline in due:
             del self._pending[deadline]
@@ -79,7 +89,8 @@ class LoopDeadlines:
 
 
 _last: LoopDeadlines | None = None
-_by_loop: dict[asyncio.AbstractEventLoop, LoopDeadlines] = {}
+_by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopDeadlines] = (
+    weakref.WeakKeyDictionary())
 
 
 def loop_deadlines() -> LoopDeadlines:
@@ -88,14 +99,10 @@ def loop_deadlines() -> LoopDeadlines:
     global _last
     loop = asyncio.get_running_loop()
     found = _last
-    if found is not None and found.loop is loop:
+    if found is not None and found._loop() is loop:
         return found
     found = _by_loop.get(loop)
     if found is None:
-        # Closed loops' entries go as new loops come, so tests that make many loops
-        # keep only the live ones.
-        for old in [old for old in _by_loop if old.is_closed()]:
-            del _by_loop[old]
         found = _by_loop[loop] = LoopDeadlines(loop)
     _last = found
     return found

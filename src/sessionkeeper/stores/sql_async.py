@@ -150,11 +150,10 @@ class _Aiomysql:
     interrupt = drop  # the waiting read fails: the stream is closed
 
 
-class _Asyncmy:
+class _Asyncmy(_Aiomysql):
     """MariaDB/MySQL through asyncmy (its own protocol code, pymysql's API): the text
-    protocol, as aiomysql, with the parameters escaped in by :func:`_inlined`."""
-
-    paramstyle = "format"
+    protocol, as aiomysql, with the parameters escaped in by :func:`_inlined`; the same
+    connecting, loss codes and interrupt (closing: the waiting read fails with 2013)."""
 
     def __init__(self) -> None:
         import asyncmy
@@ -167,10 +166,7 @@ class _Asyncmy:
             OSError, errors.OperationalError, errors.InterfaceError)
         self.broken: tuple[type[BaseException], ...] = (OSError, errors.InterfaceError)
 
-    async def connect(self, arguments: dict[str, Any], timeout: float) -> Any:
-        # client_flag from the dialect has FOUND_ROWS: rowcount is rows matched
-        return await self._connect(**arguments, connect_timeout=timeout, autocommit=True)
-
+    # (cursor() is not awaited here, unlike aiomysql's)
     @staticmethod
     async def first(connection: Any, sql: str, args: Sequence[Any]) -> tuple[Any, ...] | None:
         cursor = connection.cursor()
@@ -186,19 +182,9 @@ class _Asyncmy:
         await cursor.close()
         return int(count)
 
-    def is_lost(self, error: BaseException) -> bool:
-        args = getattr(error, "args", ())
-        return isinstance(error, self.broken) or (bool(args) and args[0] in _MYSQL_LOST)
-
     @staticmethod
     def usable(connection: Any) -> bool:
         return bool(connection.connected)
-
-    @staticmethod
-    def drop(connection: Any) -> None:
-        connection.close()  # (ensure_closed, the polite one, is a coroutine)
-
-    interrupt = drop  # the waiting read fails with 2013 once the transport has closed
 
 
 class _PsycopgAsync:
