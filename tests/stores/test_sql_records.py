@@ -14,7 +14,9 @@ The damage is written straight into the table, beside the store.
 
 from __future__ import annotations
 
+import itertools
 import logging
+import math
 import secrets
 import sqlite3
 import threading
@@ -187,6 +189,39 @@ def _raw_type(value: Any) -> sa.types.TypeEngine[Any]:
     if isinstance(value, float):
         return sa.Double()
     return sa.Integer()
+
+
+# -- rows read back exactly as written ----------------------------------------------------
+
+#: times whose shortest digits are long, far ahead or tiny (MariaDB's read has the
+#: server format them as text: stores/sql_packed.py)
+EXACT_TIMES = [
+    (1764848000.1234567, math.nextafter(1764848000.1234567, math.inf), 253402300799.99997),
+    (0.1 + 0.2, 1e-7, 1.2345678901234567e300),
+    (-1234.5678901234567, 5e-324, 2.2250738585072014e-308),
+]
+#: user ids holding what a packed row separates its fields with
+ODD_USER_IDS = [None, "", " ", "-", "7", "3 a b  c ", "ünï cödé ", "a" * 255]
+
+
+@each_read_path
+def test_times_and_user_ids_read_back_exactly_as_written(store: SessionStore) -> None:
+    for (created, accessed, expires), user_id in itertools.product(EXACT_TIMES, ODD_USER_IDS):
+        key = new_key()
+        values = {"note": MSGPACK.encode(" 1 - 2 "), "n": MSGPACK.encode(7)}
+        store.create(key, SessionRecord(values=dict(values), created_at=created,
+                                        accessed_at=accessed, expires_at=expires,
+                                        permanent=False, user_id=user_id))
+        # A save that did not load the row reads it (and its version) itself.
+        assert store.update(key, SessionUpdate(
+            set_values={"more": MSGPACK.encode("x y")}, deleted_keys=set(), replace=False,
+            accessed_at=accessed, expires_at=expires, permanent=False))
+        loaded = store.load(key, min(created, accessed) - 1)
+        assert loaded is not None
+        assert (loaded.values, loaded.created_at, loaded.accessed_at, loaded.expires_at,
+                loaded.permanent, loaded.user_id) == (
+            {**values, "more": MSGPACK.encode("x y")}, created, accessed, expires, False,
+            user_id)
 
 
 # -- records that no longer decode -------------------------------------------------------

@@ -74,6 +74,42 @@ def record_of_row(store: str, codec: ValueCodec, data: Any, created_at: Any,
     )
 
 
+def unpack_row(store: str, packed: Any) -> tuple[Any, ...]:
+    """The columns of a MariaDB/MySQL read packed into one (stores/sql_packed.py), as
+    the seven-column read gives them: ``(data, created_at, accessed_at, expires_at,
+    permanent, user_id, version)``, numbers parsed, checked further by
+    :func:`record_of_row`."""
+    if not isinstance(packed, bytes):
+        if not isinstance(packed, bytearray):
+            # NULL: a column is (a table of another layout)
+            raise UndecodableRecord(store, f"a column of the row is {packed!r:.20}")
+        packed = bytes(packed)
+    fields = packed.split(b" ", 6)
+    try:
+        rest = fields[6]
+        length = fields[5]
+        user_id = None if length == b"-" else rest[:int(length)]
+        data = rest if user_id is None else rest[len(user_id):]
+        return (data, float(fields[0]), float(fields[1]), float(fields[2]), int(fields[3]),
+                user_id, int(fields[4]))
+    except (IndexError, ValueError) as exc:
+        raise UndecodableRecord(store, f"the row does not unpack ({exc})") from exc
+
+
+def unpack_current(store: str, packed: Any) -> tuple[Any, ...]:
+    """A save's read of a row packed into one column on MariaDB/MySQL
+    (stores/sql_packed.py), as the two-column read gives it: ``(data, version)``."""
+    if isinstance(packed, bytearray):
+        packed = bytes(packed)
+    if not isinstance(packed, bytes):
+        raise UndecodableRecord(store, f"a column of the row is {packed!r:.20}")
+    version, _, data = packed.partition(b" ")
+    try:
+        return data, int(version)
+    except ValueError as exc:
+        raise UndecodableRecord(store, f"the version does not parse ({exc})") from exc
+
+
 def under_prefix(key: str, prefix: str) -> bool:
     """Whether ``key`` is a session key of an app with this SESSION_KEY_PREFIX.
 

@@ -24,7 +24,7 @@ from typing import Any, NamedTuple, Protocol
 from ..errors import StoreUnavailable
 from ..serialization import ValueCodec
 from .base import SessionUpdate
-from .sql_rows import unpack_values
+from .sql_rows import unpack_current, unpack_values
 
 #: attempts of an optimistic save before giving up with StoreUnavailable (never a silent loss)
 MAX_SAVE_ATTEMPTS = 100
@@ -75,6 +75,8 @@ def optimistic_save(store: SavingStore, key: str, seen: Seen | None,
             if row is None:
                 yield (ROLLBACK,)
                 return False  # destroyed meanwhile (a logout): never recreate it
+            if len(row) == 1:  # packed on MariaDB/MySQL (stores/sql_packed.py)
+                row = unpack_current(store.name, row[0])
             seen = Seen(key, row[1], unpack_values(store.name, store.codec, row[0]))
         statement, params = store._write_of(seen, update)
         if (yield (WRITE, statement, params, len(params["d"]))):

@@ -21,6 +21,8 @@ it and nothing is recreated.
 
 Rows are read back strictly (stores/sql_rows.py: a row that no longer decodes raises
 UndecodableRecord) and written only when they fit the database (stores/sql_limits.py).
+On MariaDB/MySQL a read asks for the row packed into one result column, which its
+drivers parse far faster than seven (stores/sql_packed.py).
 """
 
 from __future__ import annotations
@@ -69,7 +71,8 @@ from .sql_limits import (
     sqlite_length,
     sqlite_limit,
 )
-from .sql_rows import like_prefix, record_of_row, under_prefix
+from .sql_packed import PACKING_DIALECTS, PROBE, formats_exactly, packed_current, packed_row
+from .sql_rows import like_prefix, record_of_row, under_prefix, unpack_row
 from .sql_save import (
     SaveSteps,
     Seen,
@@ -274,14 +277,23 @@ class SQLAlchemyStore(SessionStore):
             self._turns = threading.RLock()
             _create_table_on_connect(engine, self.table)
         t = self.table
+        live = (t.c.key == sa.bindparam("k"), t.c.expires_at > sa.bindparam("now"))
         # permanent as the database holds it (0/1 where it has no BOOLEAN), not turned
         # into a bool by Core, so both read paths check the same values (sql_rows.py).
-        self._load = sa.select(
+        self._load_columns = sa.select(
             t.c.data, t.c.created_at, t.c.accessed_at, t.c.expires_at,
             sa.type_coerce(t.c.permanent, sa.types.NullType()), t.c.user_id, t.c.version,
-        ).where(t.c.key == sa.bindparam("k"), t.c.expires_at > sa.bindparam("now"))
-        self._read_current = sa.select(t.c.data, t.c.version).where(
-            t.c.key == sa.bindparam("k"))
+        ).where(*live)
+        #: MariaDB/MySQL: the same read as one result column (stores/sql_packed.py),
+        #: used once the server is known to format its times exactly
+        self._load_packed = (sa.select(packed_row(t)).where(*live)
+                             if engine.dialect.name in PACKING_DIALECTS else None)
+        self._packing_known = self._load_packed is None
+        self._load = self._load_columns
+        #: a save's read of the row (data and version; one column on MariaDB/MySQL)
+        self._read_current = sa.select(
+            *((packed_current(t),) if self._load_packed is not None
+              else (t.c.data, t.c.version))).where(t.c.key == sa.bindparam("k"))
         # The optimistic save (with and without a new user_id) and the refresh; bind
         # names differ from the columns', which SQLAlchemy keeps for itself.
         saved = {"data": sa.bindparam("d"), "version": sa.bindparam("nv"),
@@ -299,6 +311,9 @@ class SQLAlchemyStore(SessionStore):
         #: connections the direct statements keep between calls (own engines only)
         self._idle = idle_connections(engine)
         self._direct_load = direct_statement(engine, self._load, watchdog, self._idle)
+        self._direct_load_packed = (
+            None if self._load_packed is None
+            else direct_statement(engine, self._load_packed, watchdog, self._idle))
         #: the writes of a save and a refresh, straight to the driver on our own
         #: autocommit engines (elsewhere Core commits, as the app's engine expects)
         self._direct_writer: _DirectRunner | None = None
@@ -329,8 +344,9 @@ class SQLAlchemyStore(SessionStore):
         size = (pool.size() + max(0, getattr(pool, "_max_overflow", 0))
                 if isinstance(pool, sa.pool.QueuePool) else 10)
         self._native = native_statements(
-            sa.make_url(url), (self._load, self._read_current, self._save_row,
-                               self._save_row_and_user, self._refresh_row),
+            sa.make_url(url), (self._load_columns, self._read_current, self._save_row,
+                               self._save_row_and_user, self._refresh_row,
+                               *(() if self._load_packed is None else (self._load_packed,))),
             timeout=timeout, size=max(1, size))
         return self._native is not None
 
@@ -342,8 +358,9 @@ class SQLAlchemyStore(SessionStore):
         if self._native is None or method not in _NATIVE or getattr(
                 type(self), method) is not getattr(SQLAlchemyStore, method):
             return None
-        if self._direct_runner() is None or (method == "update" and not self._limit_known):
-            return None
+        if self._direct_runner() is None or (method == "update" and not self._limit_known) or (
+                method == "load" and not self._packing_known):
+            return None  # asked in a thread first
         try:
             asyncio.get_running_loop()
         except RuntimeError:  # trio
@@ -409,6 +426,8 @@ class SQLAlchemyStore(SessionStore):
     # -- interface -------------------------------------------------------------------
     @_retry_on_disconnect
     def load(self, key: str, now: float) -> SessionRecord | None:
+        if not self._packing_known:
+            self._use_packing()
         with self._turns, self._translated_errors():
             direct = self._direct_read()
             if direct is not None:
@@ -421,6 +440,8 @@ class SQLAlchemyStore(SessionStore):
     def _record_of(self, key: str, row: Any) -> SessionRecord | None:
         if row is None:
             return None
+        if len(row) == 1:  # the packed read (stores/sql_packed.py)
+            row = unpack_row(self.name, row[0])
         data, created_at, accessed_at, expires_at, permanent, user_id, version = row
         try:
             # Plain DBAPI values on the direct path: the conversion Core would make.
@@ -433,6 +454,24 @@ class SQLAlchemyStore(SessionStore):
             record.version = _LoadedVersion(record.version, key, record.values)
         record.values = dict(record.values)  # the caller's copy; the version keeps the original
         return record
+
+    def _use_packing(self) -> None:
+        """Read through :attr:`_load_packed` from now on if the server formats doubles
+        exactly (asked once: at check(), or the first read)."""
+        if self._load_packed is not None and self._ask_packing():
+            self._load = self._load_packed
+            self._direct_load = self._direct_load_packed
+        self._packing_known = True
+
+    @_retry_on_disconnect
+    def _ask_packing(self) -> bool:
+        with self._connection() as conn:
+            try:
+                return formats_exactly(conn.execute(PROBE).scalar())
+            except sa_exc.DBAPIError as exc:
+                if exc.connection_invalidated:
+                    raise
+                return False  # a server (or proxy) that does not take it: seven columns
 
     def _load_through_core(self, key: str, now: float) -> Any:
         with self.engine.connect() as conn:
@@ -661,6 +700,8 @@ class SQLAlchemyStore(SessionStore):
             conn.execute(sa.select(sa.literal(1)))
         self.create_table()
         self._data_limit()  # now, not in the first request that writes
+        if not self._packing_known:
+            self._use_packing()  # and how to read: now, not in the first request
 
     def create_table(self) -> None:
         """Create the schema (where the database has them), table and indexes if missing.
