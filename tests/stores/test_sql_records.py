@@ -224,6 +224,22 @@ def test_times_and_user_ids_read_back_exactly_as_written(store: SessionStore) ->
             user_id)
 
 
+@pytest.fixture
+def rounding_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stores made from now on hear that their server rounds the doubles it formats
+    (stores/sql_packed.py's start-up question), so they read column by column."""
+    monkeypatch.setattr(SQLAlchemyStore, "_ask_packing", lambda self: False)
+
+
+@pytest.mark.parametrize(("kind", "read_path"), [("sqlalchemy-mariadb", "direct"),
+                                                 ("sqlalchemy-mariadb", "core")],
+                         indirect=["kind"])
+def test_a_server_that_rounds_its_doubles_is_read_column_by_column(
+        rounding_server: None, store: SessionStore) -> None:
+    assert isinstance(store, SQLAlchemyStore) and store._load is store._load_columns
+    test_times_and_user_ids_read_back_exactly_as_written(store)
+
+
 # -- records that no longer decode -------------------------------------------------------
 
 #: the data column: garbage, nothing, a JSON document read as MessagePack, a truncated map
