@@ -251,6 +251,13 @@ With `SessionMiddleware(preload=False)` a stored session is read only where the 
 loads it (`await load_session(request)`, `SessionDep`, or `SessionAutoloadMiddleware`
 for the paths it lists; `asgi-sk-redis-on-demand` autoloads `/login`, `/read`, `/write`):
 its `/ping` reads nothing.
+
+Wall-clock ratios here move between runs by 0.1 to 0.3 on a shared 2-core machine (the
+cookie paths, unchanged, read 1.01 and 1.02 one run and 0.71 and 0.67 the next): judge a
+change by instructions per request, which do not move with the machine
+(`python benchmarks/asgi_inprocess.py VARIANT ROUTE --instructions`; 2026-12-04:
+`asgi-sk-redis` `/read` 422k against `asgi-raw-redis` 418k, `asgi-sk-cookie` `/read`
+247k against `asgi-starlette-cookie` 254k).
 """
 
 
