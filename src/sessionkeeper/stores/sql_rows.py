@@ -79,12 +79,7 @@ def unpack_row(store: str, packed: Any) -> tuple[Any, ...]:
     the seven-column read gives them: ``(data, created_at, accessed_at, expires_at,
     permanent, user_id, version)``, numbers parsed, checked further by
     :func:`record_of_row`."""
-    if not isinstance(packed, bytes):
-        if not isinstance(packed, bytearray):
-            # NULL: a column is (a table of another layout)
-            raise UndecodableRecord(store, f"a column of the row is {packed!r:.20}")
-        packed = bytes(packed)
-    fields = packed.split(b" ", 6)
+    fields = _packed_bytes(store, packed).split(b" ", 6)
     try:
         rest = fields[6]
         length = fields[5]
@@ -99,15 +94,21 @@ def unpack_row(store: str, packed: Any) -> tuple[Any, ...]:
 def unpack_current(store: str, packed: Any) -> tuple[Any, ...]:
     """A save's read of a row packed into one column on MariaDB/MySQL
     (stores/sql_packed.py), as the two-column read gives it: ``(data, version)``."""
-    if isinstance(packed, bytearray):
-        packed = bytes(packed)
-    if not isinstance(packed, bytes):
-        raise UndecodableRecord(store, f"a column of the row is {packed!r:.20}")
-    version, _, data = packed.partition(b" ")
+    version, _, data = _packed_bytes(store, packed).partition(b" ")
     try:
         return data, int(version)
     except ValueError as exc:
         raise UndecodableRecord(store, f"the version does not parse ({exc})") from exc
+
+
+def _packed_bytes(store: str, packed: Any) -> bytes:
+    """A packed column as bytes; NULL (a column of the row is: a table of another
+    layout) or anything else is UndecodableRecord."""
+    if isinstance(packed, bytes):
+        return packed
+    if isinstance(packed, bytearray):
+        return bytes(packed)
+    raise UndecodableRecord(store, f"a column of the row is {packed!r:.20}")
 
 
 def under_prefix(key: str, prefix: str) -> bool:
