@@ -431,11 +431,17 @@ def test_an_untouched_browser_session_cookie_is_not_reissued(make_app: MakeApp) 
     assert response.text == "ok" and set_cookie_headers(response) == []
 
 
+#: base64 of {"_permanent":true,"user":"mallory"}, signed by no one
+FORGED_PERMANENT = "eyJfcGVybWFuZW50Ijp0cnVlLCJ1c2VyIjoibWFsbG9yeSJ9"
+
+
 @pytest.mark.parametrize("forge", [
     lambda value: value[:-2] + ("AA" if value[-2:] != "AA" else "BB"),  # signature
     lambda value: "e30" + value[value.index("."):],  # payload: an empty one
     lambda value: "%%%." + value.split(".", 1)[1],  # payload: not base64
-], ids=["signature", "payload", "garbled"])
+    # payload: another permanent one, which the unverified look lets through
+    lambda value: FORGED_PERMANENT + value[value.index("."):],
+], ids=["signature", "payload", "garbled", "permanent-payload"])
 def test_an_untouched_tampered_cookie_is_not_reissued(
         make_app: MakeApp, forge: Callable[[str], str]) -> None:
     value = forge(login_cookie(plain_flask(), permanent=True))

@@ -166,9 +166,12 @@ class CookieSessions:
         opened = self._open(token, report)
         return None if opened is None else (opened[0], opened[1])
 
-    def _open(self, token: str, report: bool) -> tuple[dict[str, Any], float, bytes] | None:
+    def _open(self, token: str, report: bool, serialized: bytes | None = None,
+              ) -> tuple[dict[str, Any], float, bytes] | None:
         """``_read``, plus the payload as it came: the signed part of a signed cookie,
-        the serialized data of an encrypted one (what ``refresh_untouched`` re-issues)."""
+        the serialized data of an encrypted one (what ``refresh_untouched`` re-issues).
+        ``serialized``: a signed cookie's data already decoded from the same token (by
+        ``_unverified_data``), used once the signature holds instead of decoding again."""
         max_age = self.policy.window
         try:
             if token.startswith(ENCRYPTED_PREFIX) and self._cipher is not None:
@@ -187,7 +190,9 @@ class CookieSessions:
                 age = int(self.clock()) - issued_at
                 if age > max_age or age < 0:  # the checks itsdangerous makes
                     return self._expire("idle or lifetime timeout", None) if report else None
-                data = self._payload.loads(TimedCookieReader.payload_bytes(payload))
+                if serialized is None:
+                    serialized = TimedCookieReader.payload_bytes(payload)
+                data = self._payload.loads(serialized)
         except (ValueError, TypeError, KeyError, UnicodeError) as exc:
             return self._reject(f"undecodable payload ({type(exc).__name__})") if report else None
         if not isinstance(data, dict):
@@ -259,9 +264,13 @@ class CookieSessions:
         Its content is sent back as it came, so nothing else is checked: a revoked
         binding re-signed stays revoked, and no store is asked.
         """
-        if not token.startswith(ENCRYPTED_PREFIX) and not _may_be_permanent(token):
-            return None  # a browser-session cookie is not re-sent: no signature to check
-        found = self._open(token, report=False)
+        serialized = None
+        if not token.startswith(ENCRYPTED_PREFIX):
+            serialized = _unverified_data(token)
+            if serialized is None or _PERMANENT_FIELD not in serialized:
+                # A browser-session cookie is not re-sent: no signature to check.
+                return None
+        found = self._open(token, report=False, serialized=serialized)
         if found is None or not found[0].get(PERMANENT_KEY):
             return None
         data, issued_at, payload = found
@@ -320,13 +329,13 @@ class CookieSessions:
 _PERMANENT_FIELD = f'"{PERMANENT_KEY}"'.encode()
 
 
-def _may_be_permanent(token: str) -> bool:
-    """False when a signed cookie's payload has no permanent flag at all (most cookies
-    of Flask's default, browser-session ones): found without verifying or parsing it, as
-    nothing is re-issued either way. True means only "open it and see"."""
+def _unverified_data(token: str) -> bytes | None:
+    """A signed cookie's serialized data, decoded but not verified (None when it cannot
+    be decoded, which reading it in full would refuse too). Seeing no permanent flag in
+    it (most cookies of Flask's default, browser-session ones) settles that nothing is
+    re-issued without checking the signature; otherwise the verified read uses it."""
     signed = token.encode("utf-8").rpartition(b".")[0]
     try:
-        data = TimedCookieReader.payload_bytes(signed.rpartition(b".")[0])
+        return TimedCookieReader.payload_bytes(signed.rpartition(b".")[0])
     except ValueError:
-        return False  # reading it in full would refuse it too
-    return _PERMANENT_FIELD in data
+        return None

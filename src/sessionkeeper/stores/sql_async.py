@@ -119,18 +119,24 @@ class _Aiomysql:
     async def connect(self, arguments: dict[str, Any], timeout: float) -> Any:
         return await self._connect(**arguments, connect_timeout=timeout, autocommit=True)
 
-    @staticmethod
-    async def first(connection: Any, sql: str, args: Sequence[Any]) -> tuple[Any, ...] | None:
-        cursor = await connection.cursor()
+    #: aiomysql's ``connection.cursor()`` is a coroutine; asyncmy's returns the cursor
+    cursor_is_awaited = True
+
+    async def _cursor(self, connection: Any) -> Any:
+        cursor = connection.cursor()
+        return (await cursor) if self.cursor_is_awaited else cursor
+
+    async def first(self, connection: Any, sql: str,
+                    args: Sequence[Any]) -> tuple[Any, ...] | None:
+        cursor = await self._cursor(connection)
         await cursor.execute(_inlined(connection, sql, args))
         row = await cursor.fetchone()
         await cursor.close()
         return None if row is None else tuple(row)
 
-    @staticmethod
-    async def rowcount(connection: Any, sql: str, args: Sequence[Any]) -> int:
+    async def rowcount(self, connection: Any, sql: str, args: Sequence[Any]) -> int:
         # The dialect's client_flag has FOUND_ROWS: rows matched, as the blocking path
-        cursor = await connection.cursor()
+        cursor = await self._cursor(connection)
         count = await cursor.execute(_inlined(connection, sql, args))
         await cursor.close()
         return int(count)
@@ -166,21 +172,7 @@ class _Asyncmy(_Aiomysql):
             OSError, errors.OperationalError, errors.InterfaceError)
         self.broken: tuple[type[BaseException], ...] = (OSError, errors.InterfaceError)
 
-    # (cursor() is not awaited here, unlike aiomysql's)
-    @staticmethod
-    async def first(connection: Any, sql: str, args: Sequence[Any]) -> tuple[Any, ...] | None:
-        cursor = connection.cursor()
-        await cursor.execute(_inlined(connection, sql, args))
-        row = await cursor.fetchone()
-        await cursor.close()
-        return None if row is None else tuple(row)
-
-    @staticmethod
-    async def rowcount(connection: Any, sql: str, args: Sequence[Any]) -> int:
-        cursor = connection.cursor()
-        count = await cursor.execute(_inlined(connection, sql, args))
-        await cursor.close()
-        return int(count)
+    cursor_is_awaited = False
 
     @staticmethod
     def usable(connection: Any) -> bool:
