@@ -150,7 +150,7 @@ def parse_args(argv: list[str] | None) -> Options:
     )
     parser.add_argument(
         "--no-instructions", action="store_true",
-        help="skip the instruction counts (instructions.py, ~6 min; not run with --quick)",
+        help="skip the instruction counts (instructions.py, ~11 min; not run with --quick)",
     )
     parser.add_argument(
         "--redis",
@@ -773,17 +773,19 @@ def run_all(
     if services.redis_client is not None:
         overhead = run_overhead(options, work_dir, services.redis_port)
     if options.instructions:  # (the report reads it from the overhead results)
-        overhead = {**(overhead or {}), "instructions": run_instructions(work_dir)}
+        overhead = {**(overhead or {}),
+                    "instructions": run_instructions(work_dir, services.memcached_port)}
     return measurements, state.statuses, reps_done, overhead
 
 
-def run_instructions(work_dir: Path) -> str:
-    """instructions.py's table (Markdown), or why it is missing."""
+def run_instructions(work_dir: Path, memcached_port: int | None) -> str:
+    """instructions.py's tables (Markdown), or why they are missing."""
     out = work_dir / "instructions.md"
     print("instruction counts (callgrind):", flush=True)
     proc = subprocess.run(
         [sys.executable, str(Path(__file__).with_name("instructions.py")), "--markdown",
-         str(out)], env=subprocess_env(), capture_output=True, text=True, check=False)
+         str(out), "--memcached-port", str(memcached_port or 0)],
+        env=subprocess_env(), capture_output=True, text=True, check=False)
     if proc.returncode != 0 or not out.exists():
         return f"Not measured: {last_line(proc.stderr) or proc.returncode}"
     return out.read_text()
