@@ -10,6 +10,7 @@ numbers and strings the store wrote (SQLite keeps whatever it is given) raise
 from __future__ import annotations
 
 import math
+import struct
 from typing import Any
 
 from ..errors import UndecodableRecord
@@ -18,6 +19,9 @@ from .base import SessionRecord
 
 #: a store key is SESSION_KEY_PREFIX followed by the 64 hex digits of a sha256
 DIGEST_LENGTH = 64
+#: PostgreSQL's packed read (stores/sql_packed.py binary_row) starts with created_at,
+#: accessed_at, expires_at, permanent, version and the user id's length (-1: NULL)
+PG_FIELDS = struct.Struct(">dddBqi")
 
 
 def unpack_values(store: str, codec: ValueCodec, data: Any) -> dict[str, bytes]:
@@ -31,6 +35,8 @@ def unpack_values(store: str, codec: ValueCodec, data: Any) -> dict[str, bytes]:
 def timestamp(store: str, column: str, value: Any) -> float:
     """A time column as the float the store wrote (a Decimal from a NUMERIC column
     too); text, blobs and non-finite numbers are damage."""
+    if type(value) is float and -math.inf < value < math.inf:  # as drivers return a DOUBLE
+        return value
     try:
         if isinstance(value, str | bytes | bool | None):
             raise TypeError(type(value).__name__)
@@ -89,6 +95,25 @@ def unpack_row(store: str, packed: Any) -> tuple[Any, ...]:
                 user_id, int(fields[4]))
     except (IndexError, ValueError) as exc:
         raise UndecodableRecord(store, f"the row does not unpack ({exc})") from exc
+
+
+def unpack_binary_row(store: str, packed: Any) -> tuple[Any, ...]:
+    """The columns of a PostgreSQL read packed into one (stores/sql_packed.py
+    binary_row), as the seven-column read gives them, checked further by
+    :func:`record_of_row`."""
+    if not isinstance(packed, bytes | memoryview | bytearray):
+        raise UndecodableRecord(store, f"a column of the row is {packed!r:.20}")
+    try:
+        created_at, accessed_at, expires_at, permanent, version, length = (
+            PG_FIELDS.unpack_from(packed))
+    except struct.error as exc:
+        raise UndecodableRecord(store, f"the row does not unpack ({exc})") from exc
+    start = PG_FIELDS.size
+    if length < 0:
+        return packed[start:], created_at, accessed_at, expires_at, permanent, None, version
+    user_id = bytes(packed[start:start + length])
+    return (packed[start + length:], created_at, accessed_at, expires_at, permanent, user_id,
+            version)
 
 
 def unpack_current(store: str, packed: Any) -> tuple[Any, ...]:

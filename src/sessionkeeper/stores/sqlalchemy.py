@@ -21,8 +21,8 @@ it and nothing is recreated.
 
 Rows are read back strictly (stores/sql_rows.py: a row that no longer decodes raises
 UndecodableRecord) and written only when they fit the database (stores/sql_limits.py).
-On MariaDB/MySQL a read asks for the row packed into one result column, which its
-drivers parse far faster than seven (stores/sql_packed.py).
+On MariaDB/MySQL and PostgreSQL a read asks for the row packed into one result column,
+which their drivers parse far faster than seven (stores/sql_packed.py).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any, TypeVar, cast
+from typing import Any, NoReturn, TypeVar, cast
 
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
@@ -71,8 +71,16 @@ from .sql_limits import (
     sqlite_length,
     sqlite_limit,
 )
-from .sql_packed import PACKING_DIALECTS, PROBE, formats_exactly, packed_current, packed_row
-from .sql_rows import like_prefix, record_of_row, under_prefix, unpack_row
+from .sql_packed import (
+    BINARY_PACKING_DIALECTS,
+    PACKING_DIALECTS,
+    PROBE,
+    binary_row,
+    formats_exactly,
+    packed_current,
+    packed_row,
+)
+from .sql_rows import like_prefix, record_of_row, under_prefix, unpack_binary_row, unpack_row
 from .sql_save import (
     SaveSteps,
     Seen,
@@ -101,6 +109,8 @@ class _Deadlocked(StoreUnavailable):
 _MYSQL_DEADLOCK = 1213
 #: PostgreSQL's deadlock_detected and serialization_failure
 _RETRYABLE_SQLSTATES = ("40P01", "40001")
+#: PostgreSQL's undefined_table
+_UNDEFINED_TABLE = "42P01"
 #: runs of a statement the database rolled back to break a deadlock, before giving up
 MAX_DEADLOCK_ATTEMPTS = 20
 
@@ -284,15 +294,22 @@ class SQLAlchemyStore(SessionStore):
             t.c.data, t.c.created_at, t.c.accessed_at, t.c.expires_at,
             sa.type_coerce(t.c.permanent, sa.types.NullType()), t.c.user_id, t.c.version,
         ).where(*live)
-        #: MariaDB/MySQL: the same read as one result column (stores/sql_packed.py),
-        #: used once the server is known to format its times exactly
-        self._load_packed = (sa.select(packed_row(t)).where(*live)
-                             if engine.dialect.name in PACKING_DIALECTS else None)
+        #: the same read as one result column (stores/sql_packed.py), used once the
+        #: server is known to format its times exactly (MariaDB/MySQL) or the table to
+        #: take the binary packing (PostgreSQL)
+        dialect = engine.dialect.name
+        self._load_packed: sa.Select[Any] | None = None
+        self._unpack = unpack_row
+        if dialect in PACKING_DIALECTS:
+            self._load_packed = sa.select(packed_row(t)).where(*live)
+        elif dialect in BINARY_PACKING_DIALECTS:
+            self._load_packed = sa.select(binary_row(t)).where(*live)
+            self._unpack = unpack_binary_row
         self._packing_known = self._load_packed is None
         self._load = self._load_columns
         #: a save's read of the row (data and version; one column on MariaDB/MySQL)
         self._read_current = sa.select(
-            *((packed_current(t),) if self._load_packed is not None
+            *((packed_current(t),) if dialect in PACKING_DIALECTS
               else (t.c.data, t.c.version))).where(t.c.key == sa.bindparam("k"))
         # The optimistic save (with and without a new user_id) and the refresh; bind
         # names differ from the columns', which SQLAlchemy keeps for itself.
@@ -322,7 +339,7 @@ class SQLAlchemyStore(SessionStore):
                 statement: DirectStatement(engine, statement, watchdog, self._idle)
                 for statement in (self._read_current, self._save_row,
                                   self._save_row_and_user, self._refresh_row)},
-                self._dialect, self._sending)
+                self._dialect, self._check_refused)
         #: the most bytes of data a row takes (None: no known limit); for MariaDB/MySQL
         #: and SQLite asked once (at check(), or the first write), for PostgreSQL fixed
         self._limit: DataLimit | None = (postgresql_limit()
@@ -380,20 +397,33 @@ class SQLAlchemyStore(SessionStore):
         started = time.monotonic()
         try:
             yield
-        except (sa_exc.OperationalError, sa_exc.InterfaceError) as exc:
+        except sa_exc.SQLAlchemyError as exc:
+            self._raise_translated(exc, started)
+
+    def _raise_translated(self, exc: sa_exc.SQLAlchemyError, started: float) -> NoReturn:
+        """Raise what :meth:`_translated_errors` makes of ``exc`` (the hot paths spell
+        that context manager out: it costs as much as the rest of their Python)."""
+        translated = self._store_error(exc, started)
+        if translated is None:
+            raise exc
+        raise translated from exc
+
+    def _store_error(self, exc: sa_exc.SQLAlchemyError,
+                     started: float) -> StoreUnavailable | None:
+        """What :meth:`_translated_errors` raises for ``exc`` (None: ``exc`` itself)."""
+        if isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError):
             if exc.connection_invalidated:
-                raise self._lost(exc, started) from exc
+                return self._lost(exc, started)
             if is_deadlock(exc.orig or exc):
-                raise _Deadlocked(self.name, exc.orig or exc) from exc
+                return _Deadlocked(self.name, exc.orig or exc)
             # The driver's own message: the wrapped statement's parameters would put
             # session data into logs.
-            raise StoreUnavailable(self.name, exc.orig or exc) from exc
-        except sa_exc.TimeoutError as exc:  # every pooled connection busy for too long
-            raise StoreUnavailable(self.name, exc) from exc
-        except sa_exc.DBAPIError as exc:
-            if exc.connection_invalidated:
-                raise self._lost(exc, started) from exc
-            raise
+            return StoreUnavailable(self.name, exc.orig or exc)
+        if isinstance(exc, sa_exc.TimeoutError):  # every pooled connection busy too long
+            return StoreUnavailable(self.name, exc)
+        if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
+            return self._lost(exc, started)
+        return None
 
     def _lost(self, exc: sa_exc.DBAPIError, started: float) -> StoreUnavailable:
         waited = time.monotonic() - started
@@ -428,20 +458,24 @@ class SQLAlchemyStore(SessionStore):
     def load(self, key: str, now: float) -> SessionRecord | None:
         if not self._packing_known:
             self._use_packing()
-        with self._turns, self._translated_errors():
-            direct = self._direct_read()
-            if direct is not None:
-                row = direct.first(
-                    {"k": _KEY_TYPE.process_bind_param(key, self._dialect), "now": now})
-            else:
-                row = self._load_through_core(key, now)
+        with self._turns:
+            started = time.monotonic()  # _translated_errors, spelled out
+            try:
+                direct = self._direct_read()
+                if direct is not None:
+                    row = direct.first(
+                        {"k": _KEY_TYPE.process_bind_param(key, self._dialect), "now": now})
+                else:
+                    row = self._load_through_core(key, now)
+            except sa_exc.SQLAlchemyError as exc:
+                self._raise_translated(exc, started)
         return self._record_of(key, row)
 
     def _record_of(self, key: str, row: Any) -> SessionRecord | None:
         if row is None:
             return None
         if len(row) == 1:  # the packed read (stores/sql_packed.py)
-            row = unpack_row(self.name, row[0])
+            row = self._unpack(self.name, row[0])
         data, created_at, accessed_at, expires_at, permanent, user_id, version = row
         try:
             # Plain DBAPI values on the direct path: the conversion Core would make.
@@ -457,21 +491,35 @@ class SQLAlchemyStore(SessionStore):
 
     def _use_packing(self) -> None:
         """Read through :attr:`_load_packed` from now on if the server formats doubles
-        exactly (asked once: at check(), or the first read)."""
-        if self._load_packed is not None and self._ask_packing():
+        exactly, or the table takes the binary packing (asked once: at check(), or the
+        first read; again while the table is missing)."""
+        use = self._load_packed is not None and self._ask_packing()
+        if use is None:
+            return
+        if use:
             self._load = self._load_packed
             self._direct_load = self._direct_load_packed
         self._packing_known = True
 
     @_retry_on_disconnect
-    def _ask_packing(self) -> bool:
+    def _ask_packing(self) -> bool | None:
+        """Whether the packed read works here (None: the table is missing, ask again)."""
         with self._connection() as conn:
             try:
-                return formats_exactly(conn.execute(PROBE).scalar())
+                if self._dialect.name in PACKING_DIALECTS:
+                    return formats_exactly(conn.execute(PROBE).scalar())
+                conn.execute(self._load_packed, {"k": "", "now": 0.0}).first()
+                return True
             except sa_exc.DBAPIError as exc:
                 if exc.connection_invalidated:
                     raise
-                return False  # a server (or proxy) that does not take it: seven columns
+                # psycopg2: pgcode; psycopg 3: sqlstate
+                state = getattr(exc.orig, "pgcode", None) or getattr(exc.orig, "sqlstate", None)
+                if state == _UNDEFINED_TABLE:
+                    return None
+                # A server (or proxy) that does not take it, or a table of other column
+                # types: seven columns.
+                return False
 
     def _load_through_core(self, key: str, now: float) -> Any:
         with self.engine.connect() as conn:
@@ -569,8 +617,13 @@ class SQLAlchemyStore(SessionStore):
         try:
             yield
         except sa_exc.DBAPIError as exc:
-            if not is_packet_too_large(exc.orig or exc):
-                raise
+            self._check_refused(exc, size)
+            raise
+
+    def _check_refused(self, exc: sa_exc.DBAPIError, size: int) -> None:
+        """What :meth:`_sending` checks of a statement's error (spelled out where it
+        costs: the direct save)."""
+        if is_packet_too_large(exc.orig or exc):
             known = self._limit
             self._limit_known = False
             with contextlib.suppress(StoreUnavailable):
@@ -586,8 +639,12 @@ class SQLAlchemyStore(SessionStore):
         steps = self._save_steps(key, update)
         direct = self._direct_runner()
         if direct is not None:
-            with self._turns, self._translated_errors():
-                return run_blocking(steps, direct)
+            with self._turns:
+                started = time.monotonic()  # _translated_errors, spelled out
+                try:
+                    return run_blocking(steps, direct)
+                except sa_exc.SQLAlchemyError as exc:
+                    self._raise_translated(exc, started)
         with self._connection() as conn:
             return run_blocking(steps, _CoreRunner(conn, self._commits, self._sending))
 
@@ -657,8 +714,12 @@ class SQLAlchemyStore(SessionStore):
         params = {"k": key, "a": accessed_at, "e": expires_at}
         direct = self._direct_runner()
         if direct is not None:
-            with self._turns, self._translated_errors():
-                return bool(direct.rowcount(self._refresh_row, params))
+            with self._turns:
+                started = time.monotonic()  # _translated_errors, spelled out
+                try:
+                    return bool(direct.rowcount(self._refresh_row, params))
+                except sa_exc.SQLAlchemyError as exc:
+                    self._raise_translated(exc, started)
         with self._connection() as conn:
             touched = conn.execute(self._refresh_row, params).rowcount
             self._commit(conn)
@@ -785,8 +846,9 @@ class _DirectRunner:
     autocommit): nothing to end."""
 
     def __init__(self, statements: dict[Any, DirectStatement], dialect: sa.Dialect,
-                 sending: Sending) -> None:
-        self._statements, self._dialect, self._sending = statements, dialect, sending
+                 check_refused: Callable[[sa_exc.DBAPIError, int], None]) -> None:
+        self._statements, self._dialect = statements, dialect
+        self._check_refused = check_refused
 
     def first(self, statement: Any, params: dict[str, Any]) -> Any:
         return self._statements[statement].first(_for_driver(params, self._dialect))
@@ -795,8 +857,11 @@ class _DirectRunner:
         return self._statements[statement].rowcount(_for_driver(params, self._dialect))
 
     def write(self, statement: Any, params: dict[str, Any], size: int) -> int:
-        with self._sending(size):
+        try:  # SQLAlchemyStore._sending, spelled out
             return self.rowcount(statement, params)
+        except sa_exc.DBAPIError as exc:
+            self._check_refused(exc, size)
+            raise
 
     def commit(self) -> None:
         pass
