@@ -371,7 +371,7 @@ class RedisStore(SessionStore):
         keys, args, expiry = self._update_call(key, update)
         user = update.user_id
         added = update.user_id_changed and user is not None
-        with self._available():
+        try:  # (inline, not _available(): this runs on every request that writes)
             outcome = int(self._run(self._update, keys, args))
             if outcome and user is not None:
                 if self.cluster:
@@ -380,6 +380,8 @@ class RedisStore(SessionStore):
                     size = outcome
                 if added:
                     self._maybe_prune(user, size)
+        except UNAVAILABLE_ERRORS as exc:
+            raise StoreUnavailable(self.name, exc) from exc
         return outcome != 0
 
     async def _update_async(self, key: str, update: SessionUpdate) -> bool:
