@@ -219,6 +219,34 @@ def test_mark_saved_starts_tracking_afresh() -> None:
     assert session.modified  # ... and, as in Flask, the request still reports its change
 
 
+@pytest.mark.parametrize("act", [
+    lambda s: s.__setitem__("x", 1),
+    lambda s: s.__delitem__("user"),
+    lambda s: s["cart"].append(2),
+    lambda s: s.clear(),
+    lambda s: s.login("u1"),
+    lambda s: s.logout(),
+    lambda s: s.regenerate(),
+    lambda s: setattr(s, "modified", True),
+    lambda s: setattr(s, "permanent", False),
+])
+def test_needs_save_is_true_after_any_change(act: Callable[[Session], None]) -> None:
+    session, _ = stored(user="alice", cart=[1])
+    session.get("user")  # loaded: what a save asks about
+    act(session)
+
+    assert session.needs_save
+
+
+def test_needs_save_is_false_for_a_session_only_read() -> None:
+    session, _ = stored(user="alice", cart=[1])
+    assert not session.needs_save  # not even loaded
+    session.get("user"), list(session["cart"])
+
+    assert not session.needs_save
+    assert not session.modified
+
+
 # -- lazy loading ------------------------------------------------------------------------
 def test_nothing_is_loaded_until_the_session_is_used() -> None:
     session, loader = stored(user="alice")

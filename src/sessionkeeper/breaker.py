@@ -43,12 +43,14 @@ class CircuitBreaker:
     def is_open(self) -> bool:
         return self._open_until != 0.0
 
-    def call(self, operation: Callable[[], T]) -> T:
+    def call(self, operation: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """``operation(*args, **kwargs)`` (arguments passed along, so callers build no
+        closure per call)."""
         if self._open_until:  # the closed circuit's whole cost: one attribute test
             self._admit()
         started = self.clock()
         try:
-            result = operation()
+            result = operation(*args, **kwargs)
         except SessionContention:
             raise  # one busy session, not a store that stopped answering
         except StoreUnavailable:
@@ -121,30 +123,30 @@ class GuardedStore(SessionStore):
         return getattr(self.inner, name)
 
     def load(self, key: str, now: float) -> SessionRecord | None:
-        return self.breaker.call(partial(self.inner.load, key, now))
+        return self.breaker.call(self.inner.load, key, now)
 
     def create(self, key: str, record: SessionRecord) -> None:
-        self.breaker.call(lambda: self.inner.create(key, record))
+        self.breaker.call(self.inner.create, key, record)
 
     def add(self, key: str, record: SessionRecord) -> bool:
-        return self.breaker.call(lambda: self.inner.add(key, record))
+        return self.breaker.call(self.inner.add, key, record)
 
     def update(self, key: str, update: SessionUpdate) -> bool:
-        return self.breaker.call(lambda: self.inner.update(key, update))
+        return self.breaker.call(self.inner.update, key, update)
 
     def touch(self, key: str, accessed_at: float, expires_at: float, *,
               version: Any = None) -> bool:
-        return self.breaker.call(
-            lambda: self.inner.touch(key, accessed_at, expires_at, version=version))
+        return self.breaker.call(self.inner.touch, key, accessed_at, expires_at,
+                                 version=version)
 
     def delete(self, key: str) -> None:
-        self.breaker.call(lambda: self.inner.delete(key))
+        self.breaker.call(self.inner.delete, key)
 
     def delete_expired(self, now: float) -> int:
-        return self.breaker.call(lambda: self.inner.delete_expired(now))
+        return self.breaker.call(self.inner.delete_expired, now)
 
     def keys_for_user(self, user_id: str, now: float) -> list[str]:
-        return self.breaker.call(lambda: self.inner.keys_for_user(user_id, now))
+        return self.breaker.call(self.inner.keys_for_user, user_id, now)
 
     def async_operation(self, method: str) -> Callable[..., Awaitable[Any]] | None:
         native = self.inner.async_operation(method)

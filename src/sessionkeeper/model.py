@@ -121,7 +121,7 @@ class Session(MutableMapping[str, Any]):
 
     @property
     def state(self) -> LoadedState:
-        return self._load()
+        return self._state or self._load()  # loaded: no call (read several times a save)
 
     # -- mapping -----------------------------------------------------------------
     def __getitem__(self, key: str) -> Any:
@@ -132,18 +132,23 @@ class Session(MutableMapping[str, Any]):
     def get(self, key: str, default: Any = None) -> Any:
         # Most views read with .get(): answer a missing key without raising and
         # catching a KeyError as Mapping.get does.
-        if is_reserved(key):
+        if isinstance(key, str) and key.startswith(RESERVED_PREFIX):  # is_reserved, inline
             return default
-        self._load()
+        if self._state is None:
+            self._load()
         if key not in self._values and key not in self._raw:
             return default
         try:
-            return self._value(key)
+            return self._loaded_value(key)
         except KeyError:  # it did not decode: the session is a fresh one now
             return default
 
     def _value(self, key: str) -> Any:
         self._load()
+        return self._loaded_value(key)
+
+    def _loaded_value(self, key: str) -> Any:
+        """``_value`` of a session known to be loaded."""
         value = self._values.get(key, _MISSING)
         if value is _MISSING:
             value = self._decode(key)  # KeyError when absent
@@ -319,7 +324,7 @@ class Session(MutableMapping[str, Any]):
     @property
     def empty(self) -> bool:
         """Nothing worth storing: no values (reserved ones included) and no user."""
-        state = self._load()
+        state = self._state or self._load()
         return not self._values and not self._raw and state.user_id is None
 
     @property
@@ -329,13 +334,29 @@ class Session(MutableMapping[str, Any]):
             return False
         # Stays True once the request's changes are saved, as Flask's flag does.
         return (self._saved_changes or self._force_save or self._meta_changed
-                or bool(self.changes()))
+                or (self._tracks_changes() and bool(self.changes())))
 
     @modified.setter
     def modified(self, value: bool) -> None:
         # Flask-Session apps set this after in-place changes; they are detected anyway,
         # so the flag only forces a save.
         self._force_save = bool(value)
+
+    @property
+    def needs_save(self) -> bool:
+        """True unless the request only read the session (loaded): what ``modified``,
+        ``destroyed`` and ``regenerate_requested`` say together, without encoding a
+        value set or deleted this request (only in-place changes need encoding)."""
+        if self._state is None:
+            return False
+        if (self._destroy or self._regenerate or self._saved_changes or self._force_save
+                or self._meta_changed or self._set or self._deleted or self._cleared):
+            return True
+        return bool(self._watched) and bool(self.changes())
+
+    def _tracks_changes(self) -> bool:
+        """Whether ``changes()`` may find anything (a loaded session only)."""
+        return bool(self._set or self._watched or self._deleted or self._cleared)
 
     @property
     def meta_changed(self) -> bool:
@@ -387,8 +408,7 @@ class Session(MutableMapping[str, Any]):
     # -- saving ------------------------------------------------------------------
     def changes(self) -> SessionChanges:
         """The delta since loading: keys set (or changed in place) and keys deleted."""
-        if self._state is None or not (self._set or self._watched or self._deleted
-                                       or self._cleared):
+        if self._state is None or not self._tracks_changes():
             return SessionChanges({}, set(), False)  # read-only requests end here
         encode, values = self._codec.encode, self._values
         set_values: dict[str, bytes] = {}
@@ -423,9 +443,11 @@ class Session(MutableMapping[str, Any]):
 
     def mark_saved(self) -> None:
         """Reset change tracking after a save, so a second save writes nothing."""
+        # A key set or deleted is a change without encoding it again (the save just did).
         self._saved_changes = self._saved_changes or bool(
             self._force_save or self._meta_changed or self._cleared
-            or (self._state is not None and self.changes()))
+            or (self._state is not None and (
+                self._set or self._deleted or (self._watched and self.changes()))))
         if self._state is not None:
             self._set.clear()
             self._deleted.clear()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 MAX_COOKIE_AGE = 400 * 24 * 3600  # browsers cap cookie lifetimes at 400 days (RFC 6265bis)
 
@@ -22,7 +23,7 @@ class ExpiryPolicy:
     refresh_each_request: bool = True
     refresh_fraction: float = 0.1
 
-    @property
+    @cached_property  # read several times per request; a policy never changes (frozen)
     def window(self) -> float:
         """How long a session lives after its last activity."""
         if self.idle_timeout is not None:

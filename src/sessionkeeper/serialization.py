@@ -351,7 +351,9 @@ class ValueCodec:
     def decode(self, data: bytes) -> Any:
         """The value in ``data``; :class:`UndecodableValue` when it does not decode."""
         try:
-            return self._tagger.untag(self._decode(data))
+            value = self._decode(data)
+            # Scalars are their own untagged form (most session values): no untag call.
+            return value if type(value) in _SCALARS else self._tagger.untag(value)
         except UndecodableValue:
             raise
         except _DECODE_ERRORS as exc:

@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 
 from . import signals
-from .backend import DELETE_COOKIE, CookieUpdate, LogIds, TokenSource, logger, resolve_token
+from .backend import DELETE_COOKIE, CookieUpdate, LogIds, TokenSource, logger
 from .errors import UndecodableRecord
 from .forwarding import forward_key, forward_record, forwarded_sid
 from .ids import SessionIds, storage_key
@@ -51,6 +51,7 @@ class ServerSideSessions:
         self.ids = ids or SessionIds()
         self.signer = signer
         self.key_prefix = key_prefix
+        self._last_key = ("", "")
         self.permanent = permanent
         self.log_id = LogIds(log_salt or secrets.token_bytes(16))
         self.session_class = session_class
@@ -69,7 +70,14 @@ class ServerSideSessions:
 
     # -- ids and cookies -----------------------------------------------------------
     def key(self, sid: str) -> str:
-        return self.key_prefix + storage_key(sid)
+        # A request that writes needs its key at load and again at save: the last one
+        # is kept (one tuple, replaced whole, so threads never see half of one).
+        last_sid, last_key = self._last_key
+        if sid == last_sid:
+            return last_key
+        key = self.key_prefix + storage_key(sid)
+        self._last_key = (sid, key)
+        return key
 
     def token(self, sid: str) -> str:
         return self.signer.sign(sid) if self.signer else sid
@@ -95,54 +103,86 @@ class ServerSideSessions:
     def open(self, token: TokenSource) -> Session:
         """A lazy session; ``token`` may be a callable, so even reading the cookie waits
         until the app touches the session."""
-        return self.session_class(lambda: self.load(resolve_token(token)), self.codec)
+        if callable(token):  # (resolve_token, unrolled: one call less per request)
+            return self.session_class(lambda: self.load(token()), self.codec)
+        return self.session_class(lambda: self.load(token), self.codec)
 
     def load(self, token: str | None) -> LoadedState:
-        return run_sync(self.load_steps(token), self.store)
+        """``run_sync(self.load_steps(token), self.store)``, with the common case (a live
+        record) settled by one direct store call: no generator to drive per request."""
+        now = self.clock()
+        sid = self.sid_from_token(token) if token else None
+        if sid is None:
+            return self._fresh_state(now, token)
+        key = self.key(sid)
+        try:
+            record = self.store.load(key, now - self.policy.window)
+        except UndecodableRecord as exc:
+            record = run_sync(self._undecodable(sid, key, exc), self.store)
+        if record is not None and not self._timed_out(record, now):
+            return self._live_state(sid, record)
+        return run_sync(self._found_steps(sid, record, token, now), self.store)
 
     def load_steps(self, token: str | None) -> Steps[LoadedState]:
         """The store work of opening the session ``token`` names (store_steps.py): one
         ``load`` when it is live; more only when it is unknown, expired or undecodable."""
         now = self.clock()
         sid = self.sid_from_token(token) if token else None
+        if sid is None:
+            return self._fresh_state(now, token)
+        # Asking for records up to one window past their expiry lets a timed-out
+        # session be reported (session_expired) and removed, not just look unknown;
+        # stores that expire records themselves have dropped those already.
+        key = self.key(sid)
+        try:
+            record = yield StoreCall("load", key, now - self.policy.window)
+        except UndecodableRecord as exc:
+            record = yield from self._undecodable(sid, key, exc)
+        return (yield from self._found_steps(sid, record, token, now))
+
+    def _found_steps(self, sid: str, record: SessionRecord | None, token: str | None,
+                     now: float) -> Steps[LoadedState]:
+        """The session ``sid`` opens as, given the record its first load found."""
         rotated_from = None
-        if sid is not None:
-            # Asking for records up to one window past their expiry lets a timed-out
-            # session be reported (session_expired) and removed, not just look unknown;
-            # stores that expire records themselves have dropped those already.
-            key = self.key(sid)
-            try:  # (_load_record_steps inlined: this runs on every request that reads)
-                record = yield StoreCall("load", key, now - self.policy.window)
-            except UndecodableRecord as exc:
-                record = yield from self._undecodable(sid, key, exc)
-            if record is None and self.adopt_unknown is not None:
-                yield StoreCall("adopt_unknown", sid, function=self.adopt_unknown)
-                record = yield from self._load_record_steps(sid, now - self.policy.window)
-            if record is None:
-                if (yield from self._forward_target_steps(sid, now)) is not None:
-                    # Sent before the browser saw its new cookie: answer without a
-                    # session, and never touch that new cookie (see _save_rotated).
-                    logger.info("session %s was rotated moments ago; answering without it",
-                                self.log_id(sid))
-                    rotated_from = sid
-                else:
-                    logger.info("session %s unknown or expired; starting a fresh one",
-                                self.log_id(sid))
-                    signals.session_rejected.send(self, reason="unknown or expired",
-                                                  log_id=self.log_id(sid))
-            elif self.policy.is_expired(record.created_at, record.expires_at, now,
-                                        accessed_at=record.accessed_at):
-                logger.info("session %s timed out; starting a fresh one", self.log_id(sid))
-                yield StoreCall("delete", self.key(sid))
-                signals.session_expired.send(self, log_id=self.log_id(sid),
-                                             user_id=record.user_id)
+        if record is None and self.adopt_unknown is not None:
+            yield StoreCall("adopt_unknown", sid, function=self.adopt_unknown)
+            record = yield from self._load_record_steps(sid, now - self.policy.window)
+        if record is None:
+            if (yield from self._forward_target_steps(sid, now)) is not None:
+                # Sent before the browser saw its new cookie: answer without a
+                # session, and never touch that new cookie (see _save_rotated).
+                logger.info("session %s was rotated moments ago; answering without it",
+                            self.log_id(sid))
+                rotated_from = sid
             else:
-                return LoadedState(
-                    sid=sid, new=False, permanent=record.permanent,
-                    created_at=record.created_at, accessed_at=record.accessed_at,
-                    expires_at=record.expires_at, user_id=record.user_id,
-                    raw=record.values, had_cookie=True, version=record.version,
-                )
+                logger.info("session %s unknown or expired; starting a fresh one",
+                            self.log_id(sid))
+                signals.session_rejected.send(self, reason="unknown or expired",
+                                              log_id=self.log_id(sid))
+        elif self._timed_out(record, now):
+            logger.info("session %s timed out; starting a fresh one", self.log_id(sid))
+            yield StoreCall("delete", self.key(sid))
+            signals.session_expired.send(self, log_id=self.log_id(sid),
+                                         user_id=record.user_id)
+        else:
+            return self._live_state(sid, record)
+        return self._fresh_state(now, token, rotated_from)
+
+    def _timed_out(self, record: SessionRecord, now: float) -> bool:
+        return self.policy.is_expired(record.created_at, record.expires_at, now,
+                                      accessed_at=record.accessed_at)
+
+    @staticmethod
+    def _live_state(sid: str, record: SessionRecord) -> LoadedState:
+        return LoadedState(
+            sid=sid, new=False, permanent=record.permanent,
+            created_at=record.created_at, accessed_at=record.accessed_at,
+            expires_at=record.expires_at, user_id=record.user_id,
+            raw=record.values, had_cookie=True, version=record.version,
+        )
+
+    def _fresh_state(self, now: float, token: str | None,
+                     rotated_from: str | None = None) -> LoadedState:
         return LoadedState(
             sid=None, new=True, permanent=self.permanent, created_at=now,
             accessed_at=now, expires_at=self.policy.expires_at(now, now),
@@ -183,7 +223,31 @@ class ServerSideSessions:
             return None  # the request never touched the session: no store I/O at all
         if self.makes_no_store_call(session):
             return self.save_without_store(session)
+        if self._saves_delta(session):
+            changes = session.changes()
+            if changes or session.meta_changed:
+                return self._save_delta(session, changes)
         return run_sync(self.save_steps(session), self.store)
+
+    def _saves_delta(self, session: Session) -> bool:
+        """True when ``save_steps`` would get past its special cases (rotation, logout,
+        an empty or new session, a login) to the delta update or the refresh."""
+        state = session.state
+        return (state.rotated_from is None and not state.new and not session.destroyed
+                and not session.regenerate_requested and not session.empty)
+
+    def _save_delta(self, session: Session, changes: SessionChanges) -> CookieUpdate | None:
+        """``save_steps``' delta update with the store called directly (the common write:
+        no generator to drive); only a missed update goes on as steps."""
+        state = session.state
+        sid: str = state.sid  # type: ignore[assignment]
+        now = self.clock()
+        expires_at = self.policy.expires_at(state.created_at, now)
+        update = self._update(session, changes, now, expires_at)
+        if self.store.update(self.key(sid), update):
+            session.mark_saved()
+            return self._cookie(sid, state.permanent, expires_at, now)
+        return run_sync(self._missed_update_steps(session, sid, update, now), self.store)
 
     def save_without_store(self, session: Session) -> CookieUpdate | None:
         """``save`` of a session ``makes_no_store_call`` cleared (safe on an event loop)."""
@@ -195,7 +259,7 @@ class ServerSideSessions:
         """True when saving the loaded ``session`` certainly makes no store call: the
         app only read it, and no refresh is due (or there is nothing stored). What
         ``save_steps`` concludes the long way."""
-        if session.destroyed or session.regenerate_requested or session.modified:
+        if session.needs_save:
             return False
         if session.empty:
             return True
@@ -230,20 +294,7 @@ class ServerSideSessions:
             if (yield StoreCall("update", self.key(sid), update)):
                 session.mark_saved()
                 return self._cookie(sid, state.permanent, expires_at, now)
-            new_sid = yield from self._forward_target_steps(sid, now)
-            if new_sid is not None:
-                # A login rotated the id while this request ran: its changes belong to
-                # the new session, and the login's response carries the new cookie.
-                update.version = None  # the token was the old record's
-                if (yield StoreCall("update", self.key(new_sid), update)):
-                    logger.info("session %s was rotated while a request ran; its changes "
-                                "were saved under the new id", self.log_id(sid))
-                session.mark_saved()
-                return None
-            # Destroyed by a concurrent request (a logout): never resurrect it.
-            logger.info("session %s was destroyed concurrently; change dropped",
-                        self.log_id(sid))
-            return DELETE_COOKIE
+            return (yield from self._missed_update_steps(session, sid, update, now))
         if self.policy.should_refresh(state.created_at, state.accessed_at, now):
             expires_at = self.policy.expires_at(state.created_at, now)
             touched = yield StoreCall("touch", self.key(sid), now, expires_at,
@@ -253,6 +304,24 @@ class ServerSideSessions:
             # A browser-session cookie has no expiry to extend: only the record had.
             return self._cookie(sid, True, expires_at, now) if state.permanent else None
         return None
+
+    def _missed_update_steps(self, session: Session, sid: str, update: SessionUpdate,
+                             now: float) -> Steps[CookieUpdate | None]:
+        """After ``update`` found no record under ``sid``."""
+        new_sid = yield from self._forward_target_steps(sid, now)
+        if new_sid is not None:
+            # A login rotated the id while this request ran: its changes belong to
+            # the new session, and the login's response carries the new cookie.
+            update.version = None  # the token was the old record's
+            if (yield StoreCall("update", self.key(new_sid), update)):
+                logger.info("session %s was rotated while a request ran; its changes "
+                            "were saved under the new id", self.log_id(sid))
+            session.mark_saved()
+            return None
+        # Destroyed by a concurrent request (a logout): never resurrect it.
+        logger.info("session %s was destroyed concurrently; change dropped",
+                    self.log_id(sid))
+        return DELETE_COOKIE
 
     def _update(self, session: Session, changes: SessionChanges, now: float,
                 expires_at: float) -> SessionUpdate:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 import time
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 from flask import Flask, Request, Response, request
 from flask.sessions import SessionInterface, SessionMixin
@@ -80,9 +80,10 @@ class SessionKeeperInterface(SessionInterface):
 
     def _request_token(self, app: Flask, request: Request) -> str | None:
         self.cookie = self.live.refresh(app)
-        header = self._header_token(request)
-        if header is not None:
-            return header or None
+        if self.header_name is not None:  # (_header_token, inline: most apps use cookies)
+            header = request.headers.get(self.header_name)
+            if header is not None:
+                return header or None
         # What request.cookies would give, without parsing every other cookie or
         # walking the environ through a Headers view.
         return cookie_value(request.environ.get("HTTP_COOKIE"), self.cookie.name) or None
@@ -103,10 +104,11 @@ class SessionKeeperInterface(SessionInterface):
                 _vary_on(response, self.header_name)
         if response.status_code >= 500:
             return  # a failed request must not leave half its changes behind
-        assert isinstance(session, Session)
+        # cast, not an isinstance assert: Session is an ABC, whose check costs a call
+        core = cast(Session, session)
         try:
-            update = self.backend.save(session)
-            self._maybe_cleanup(session)
+            update = self.backend.save(core)
+            self._maybe_cleanup(core)
         except StoreUnavailable as exc:
             _answer_unavailable(response, exc)
             return
@@ -117,10 +119,13 @@ class SessionKeeperInterface(SessionInterface):
             # An empty value tells the client to forget its token.
             response.headers[self.header_name] = update.value or ""
             return
-        self._set_cookie(response, update)
+        # Vary: Cookie was added above when the session was accessed: not checked twice.
+        self._set_cookie(response, update, varied=bool(session.accessed))
 
-    def _set_cookie(self, response: Response, update: CookieUpdate) -> None:
-        _vary_on(response, "Cookie")
+    def _set_cookie(self, response: Response, update: CookieUpdate, *,
+                    varied: bool = False) -> None:
+        if not varied:
+            _vary_on(response, "Cookie")
         cookie = self.cookie
         if update.delete:
             response.delete_cookie(cookie.name, **cookie.options)

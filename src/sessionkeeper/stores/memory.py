@@ -23,7 +23,7 @@ class MemoryStore(SessionStore):
             record = self._records.get(key)
             if record is None or record.expires_at <= now:
                 return None
-            return replace(record, values=dict(record.values))
+            return _copy(record)
 
     def create(self, key: str, record: SessionRecord) -> None:
         with self._lock:
@@ -70,3 +70,10 @@ class MemoryStore(SessionStore):
         with self._lock:
             return [k for k, r in self._records.items()
                     if r.user_id == user_id and r.expires_at > now]
+
+
+def _copy(record: SessionRecord) -> SessionRecord:
+    """``replace(record, values=dict(record.values))``, spelled out: it runs on every
+    request that reads, and ``replace`` walks the dataclass fields each time."""
+    return SessionRecord(dict(record.values), record.created_at, record.accessed_at,
+                         record.expires_at, record.permanent, record.user_id, record.version)
