@@ -7,6 +7,7 @@ import warnings
 from typing import Any
 
 from flask import Flask, session
+from flask.wrappers import Response as FlaskResponse
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from werkzeug.http import dump_cookie
@@ -82,3 +83,42 @@ def test_each_second_gets_its_own_expiry() -> None:
     for now in (1000.2, 1000.9, 1001.0, 999.5, 86400 * 365.25 * 30):
         assert cookie.header("v", 60, now) == dump_cookie(
             "session", "v", max_age=60, expires=now + 60, path="/", httponly=True)
+
+
+def _writing_app(tmp_path: Any, response_class: type[Any] | None = None) -> Flask:
+    app = Flask(__name__)
+    app.config.update(SECRET_KEY="k", SESSION_TYPE="filesystem",
+                      SESSION_FILE_DIR=str(tmp_path))
+    if response_class is not None:
+        app.response_class = response_class
+    Session(app)
+
+    @app.post("/set")
+    def set_value() -> str:
+        session["n"] = 1
+        return "ok"
+
+    return app
+
+
+def _size_warnings(app: Flask) -> list[str]:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        response = app.test_client().post("/set")
+    assert response.headers["Set-Cookie"].startswith("session=")
+    return [str(w.message) for w in caught if "too large" in str(w.message)]
+
+
+def test_max_cookie_size_is_the_apps_as_flask_reads_it(tmp_path: Any) -> None:
+    app = _writing_app(tmp_path)
+    assert not _size_warnings(app)
+    app.config["MAX_COOKIE_SIZE"] = 40  # under a session cookie's length: werkzeug warns
+
+    assert _size_warnings(app)
+
+
+def test_a_response_class_with_its_own_cookie_size_limit_is_asked(tmp_path: Any) -> None:
+    class SmallCookies(FlaskResponse):
+        max_cookie_size = 40  # type: ignore[assignment]
+
+    assert _size_warnings(_writing_app(tmp_path, SmallCookies))

@@ -96,7 +96,7 @@ class SessionKeeperInterface(SessionInterface):
                 token = self._request_token(app, request)
                 update = self.backend.refresh_untouched(token) if token else None
                 if update is not None:
-                    self._set_cookie(response, update)
+                    self._set_cookie(app, response, update)
             return
         if session.accessed:
             _vary_on(response, "Cookie")
@@ -120,9 +120,9 @@ class SessionKeeperInterface(SessionInterface):
             response.headers[self.header_name] = update.value or ""
             return
         # Vary: Cookie was added above when the session was accessed: not checked twice.
-        self._set_cookie(response, update, varied=bool(session.accessed))
+        self._set_cookie(app, response, update, varied=bool(session.accessed))
 
-    def _set_cookie(self, response: Response, update: CookieUpdate, *,
+    def _set_cookie(self, app: Flask, response: Response, update: CookieUpdate, *,
                     varied: bool = False) -> None:
         if not varied:
             _vary_on(response, "Cookie")
@@ -130,7 +130,8 @@ class SessionKeeperInterface(SessionInterface):
         if update.delete:
             response.delete_cookie(cookie.name, **cookie.options)
         else:
-            cookie.set_cookie.add_to(response, update.value or "", update.max_age)
+            cookie.set_cookie.add_to(response, update.value or "", update.max_age,
+                                     _max_cookie_size(app, response))
 
     def _maybe_cleanup(self, session: Session) -> None:
         # SESSION_CLEANUP_N_REQUESTS: about one request in N (that used the session)
@@ -142,6 +143,21 @@ class SessionKeeperInterface(SessionInterface):
                 and not backend.store.sweeps_itself and random.randrange(n) == 0):
             removed = backend.store.delete_expired(time.time())
             logger.info("removed %d expired sessions", removed)
+
+
+#: Flask's ``Response.max_cookie_size``: MAX_COOKIE_SIZE, read through ``current_app``
+_FLASK_MAX_COOKIE_SIZE = Response.__dict__.get("max_cookie_size")
+
+
+def _max_cookie_size(app: Flask, response: Response) -> int:
+    """``response.max_cookie_size``. Flask's own property asks ``current_app`` twice (two
+    context-local look-ups, more than the rest of the Set-Cookie header costs); while
+    a request of ``app`` is saved, that is ``app.config``. A response class with its
+    own limit is asked."""
+    if _FLASK_MAX_COOKIE_SIZE is not None and (
+            type(response).max_cookie_size is _FLASK_MAX_COOKIE_SIZE):
+        return app.config["MAX_COOKIE_SIZE"]  # type: ignore[no-any-return]
+    return response.max_cookie_size
 
 
 def _vary_on(response: Response, header: str) -> None:

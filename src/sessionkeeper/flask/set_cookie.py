@@ -49,10 +49,12 @@ class SetCookie:
         self._expires_second = -1
         self._expires = ""
 
-    def add_to(self, response: CookieResponse, value: str, max_age: int | None) -> None:
-        """``response.set_cookie(name, value, max_age=max_age, **options)``."""
+    def add_to(self, response: CookieResponse, value: str, max_age: int | None,
+               size_limit: int | None = None) -> None:
+        """``response.set_cookie(name, value, max_age=max_age, **options)``;
+        ``size_limit``: ``response.max_cookie_size``, when the caller knows it."""
         header = self.header(value, max_age, time.time())
-        limit = response.max_cookie_size
+        limit = response.max_cookie_size if size_limit is None else size_limit
         if header is None or (limit and len(header) > limit):
             response.set_cookie(self.name, value, max_age=max_age, **self.options)
         else:
