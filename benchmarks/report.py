@@ -168,48 +168,48 @@ FLASK_TARGETS = (
 #: why a floor is not reached, from profiles (benchmarks/inprocess.py --instructions and
 #: --profile; the instruction counts do not move with the machine's load)
 FLOOR_REASONS = """\
-Where a store stays under its floor, the profiles say why (instructions per request
-through the whole Flask app in process, `python benchmarks/inprocess.py VARIANT ROUTE
---instructions`, measured 2026-12-04; the store servers' own work is not counted):
+Where a store stays under its floor, the profiles say why. The table "each store against
+its raw floor" under *Instructions per request* gives this run's counts (the whole Flask
+app in process; the store servers' own work is not counted); the figures below were
+measured with `python benchmarks/inprocess.py VARIANT ROUTE --instructions` on
+2026-12-04:
 
-- The session layer itself: `sk-memory` `/write` executes 586k instructions and `/read`
-  471k, where the raw variants' views do their round trips in 450k to 670k. A raw
-  view reads no cookie, checks no signature, hashes no id, decodes no values and sends
-  no Set-Cookie; sessionkeeper does each of these once per request that uses the session.
-  Against a cheap round trip (Redis, memcached, SQLite) these 150k to 300k instructions are
-  most of the gap.
+- The session layer itself: `sk-memory` executes 425k instructions on `/read` and 507k
+  on `/write`, where the raw variants' views do their round trips in 430k to 670k. A raw
+  view reads no cookie, checks no id, hashes none, decodes no values, keeps no expiry
+  and sends no Set-Cookie; sessionkeeper does each of these once per request that uses
+  the session. Against a cheap round trip (Redis, memcached, files) these 75k to 155k
+  instructions are most of the gap: `sk-redis` `/read` 494k against 463k raw (0.94),
+  `/write` 650k against 612k (0.94); `sk-memcached` 523k and 697k against 450k and 490k.
 - MariaDB: the session row has seven columns (data, three times, permanent, user, version:
   what expiry, idle and absolute timeouts, the per-user index and the no-lost-update check
   need) against the raw variant's one; pymysql parses each result column's description in
   Python, about 50k instructions a column, so the store has the server pack them into one
   column (times in shortest round-trip digits, checked once at start-up) and decodes it
-  itself: the read's `SELECT` costs 241k against 161k for the raw one. Writes are one
-  versioned `UPDATE` (the compare-and-set that keeps concurrent saves from losing each
-  other's keys) where the raw variant blindly overwrites; no extra round trip: a save
-  reuses the row the request loaded and reads it again only after losing a race
-  (`sk-mariadb` `/write` 1,091k instructions vs 669k raw, `/read` 728k vs 574k).
-- PostgreSQL: the same seven columns cost psycopg2 88k instructions against 33k for
-  one; the versioned `UPDATE` sends 7 parameters against 2; strict row decoding (a
-  damaged row is a fresh session, not a 500) about 60k per read. The statements are
-  compiled once and sent straight to the driver on connections kept between statements
-  (a pool check-out and check-in cost about 58k), so the rest is the session layer above
-  (`sk-postgresql` `/write` 965k vs 499k raw, `/read` 646k vs 451k). For both databases,
-  the execute-listener check, the statement-timeout watchdog and error translation cost
-  about 19k per statement.
+  itself. Writes are one versioned `UPDATE` (the compare-and-set that keeps concurrent
+  saves from losing each other's keys) where the raw variant blindly overwrites; no extra
+  round trip: a save reuses the row the request loaded and reads it again only after
+  losing a race. pymysql escapes and formats its seven parameters in Python
+  (`sk-mariadb` `/write` 973k vs 669k raw, `/read` 682k vs 574k).
+- PostgreSQL: the read is packed into one `bytea` too (psycopg2 pays about 5k
+  instructions a result column; times, flag and version in PostgreSQL's binary send
+  format, which no server setting changes), and decoded strictly (a damaged row is a
+  fresh session, not a 500). The versioned `UPDATE` sends 7 parameters against 2, and
+  psycopg2 formats each 17-digit time (about 15k per `UPDATE`); the execute-listener
+  check and the statement-timeout watchdog cost about 14k per statement
+  (`sk-postgresql` `/write` 839k vs 497k raw, `/read` 571k vs 451k).
 - Redis: one `HGETALL` and one `EVALSHA` (the delta applied in Redis only if the session
-  still exists, so a logout is never undone) against `GET` + `SET` (`sk-redis` `/write`
-  725k vs 610k).
-- memcached: the same `gets` + `cas` as the floor (`sk-memcached` `/write` 759k vs 491k);
-  the difference is the session layer.
+  still exists, so a logout is never undone) against `GET` + `SET`: the same two round
+  trips; what is left is the session layer.
+- memcached: the same `gets` + `cas` as the floor; the difference is the session layer.
 - files: a write opens the session's file and takes its `flock` (concurrent requests of
   one session never lose each other's changes), checks the path still names the locked
   file, reads it again under the lock, writes a temporary file, sets its mtime to the
   expiry (what the sweep reads) and renames it over: 15 system calls on bare descriptors
-  against the raw variant's 17 through file objects, so the store's own part is about
-  95k instructions over `sk-memory` and the rest is the session layer (`sk-filesystem`
-  `/write` 679k vs 497k raw, `/read` 478k vs 429k). The wall clock of both is mostly the
-  kernel: replacing a file frees the old one, which on ext4 waits for the writeback the
-  previous rename started (1-2 ms per write on this VM, varying with the disk's load).
+  against the raw variant's 17 through file objects (`sk-filesystem` `/write` 616k vs
+  497k raw, `/read` 449k vs 428k). The wall clock of both is mostly the kernel: replacing
+  a file frees the old one, which on ext4 waits for the writeback the previous rename
+  started (1-2 ms per write on this VM, varying with the disk's load).
 - DynamoDB: the same round trips as the floor (a consistent `GetItem` per read, and
   `GetItem` + one conditional `UpdateItem` per write; the condition, the item's expiry
   compared with now, is what refuses a write after a logout, at no extra round trip).
