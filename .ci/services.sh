@@ -27,9 +27,10 @@ wait_for() {
 missing=()
 # The database servers come preinstalled on the usual CI machine; on a bare Debian
 # they are installed here and configured below.
+# pgbouncer: the SQL store's tests run PostgreSQL behind it (tests/servers.py starts it).
 # libmariadb-dev, gcc, python3-dev: MariaDB Connector/Python (pip install mariadb, in
 # .ci/run) builds against them. python3-venv: .ci/run tests in a fresh virtual environment.
-packages=(memcached chromium chromium-driver wrk postgresql mariadb-server redis-server
+packages=(memcached chromium chromium-driver wrk postgresql mariadb-server redis-server pgbouncer
           libmariadb-dev gcc python3-dev python3-venv)
 for pkg in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' \

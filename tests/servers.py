@@ -495,6 +495,66 @@ DYNALITE_BINARY = os.path.join(DYNALITE_PREFIX, "node_modules", ".bin", "dynalit
 DYNALITE_INSTALL = f"npm install --prefix {DYNALITE_PREFIX} dynalite"
 
 
+class PgBouncer:
+    """PgBouncer in transaction pooling mode in front of the machine's PostgreSQL: each
+    transaction (each autocommit statement) may run on another server connection."""
+
+    def __init__(self, port: int, processes: _Processes) -> None:
+        self.port = port
+        self._processes = processes
+
+    def url(self, database: str = "test") -> str:
+        return f"postgresql+psycopg2://postgres@{HOST}:{self.port}/{database}"
+
+    def admin(self, command: str) -> None:
+        """Run a command on PgBouncer's console (RECONNECT, PAUSE, ...)."""
+        import psycopg2
+
+        connection = psycopg2.connect(host=HOST, port=self.port, user="postgres",
+                                      dbname="pgbouncer")
+        try:
+            connection.autocommit = True  # the console takes no transactions
+            with connection.cursor() as cursor:
+                cursor.execute(command)
+        finally:
+            connection.close()
+
+    def stop(self) -> None:
+        self._processes.stop()
+
+
+def start_pgbouncer(database: str = "test", server_port: int = 5432) -> PgBouncer:
+    """PgBouncer (Debian's ``pgbouncer``) on a spare port, pooling ``database`` of the
+    PostgreSQL on ``server_port`` as user postgres, in transaction mode."""
+    binary = shutil.which("pgbouncer") or shutil.which("pgbouncer", path="/usr/sbin")
+    if binary is None:
+        raise ServerUnavailable("`pgbouncer` binary not found (apt-get install pgbouncer)")
+    procs = _Processes("pgbouncer")
+    # It refuses to run as root: started as root it switches to postgres (-u), who
+    # must read its configuration in the processes' directory.
+    as_root = os.geteuid() == 0
+    if as_root:
+        os.chmod(procs.dir, 0o755)
+
+    def argv(port: int) -> list[str]:
+        ini = os.path.join(procs.dir, f"pgbouncer-{port}.ini")
+        with open(ini, "w") as f:
+            f.write(f"[databases]\n{database} = host={HOST} port={server_port} "
+                    f"dbname={database} user=postgres\n"
+                    f"[pgbouncer]\nlisten_addr = {HOST}\nlisten_port = {port}\n"
+                    "unix_socket_dir =\nauth_type = any\npool_mode = transaction\n"
+                    "default_pool_size = 4\nserver_reset_query =\nadmin_users = postgres\n")
+        os.chmod(ini, 0o644)
+        return [binary, *(["-u", "postgres"] if as_root else []), ini]
+
+    try:
+        port = procs.launch(argv, _accepts)
+    except BaseException:
+        procs.stop()
+        raise
+    return PgBouncer(port, procs)
+
+
 class DynaliteServer:
     """A throwaway dynalite; ``restart()`` keeps its port, and its tables when started
     ``persistent`` (LevelDB files in its temp dir; otherwise it keeps them in memory).

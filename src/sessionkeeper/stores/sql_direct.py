@@ -29,6 +29,9 @@ from typing import Any, Protocol, TypeVar
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 
+from .sql_engine import AUTOCOMMIT_ENGINES
+from .sql_prepared import prepared_form
+
 #: drivers whose DBAPI takes Python str/float/bytes parameters and returns plain rows
 DIRECT_DRIVERS = frozenset({"psycopg2", "psycopg", "pymysql", "mysqldb", "mariadbconnector",
                             "pysqlite"})
@@ -110,8 +113,6 @@ def idle_connections(engine: sa.Engine) -> IdleConnections | None:
     autocommit with a queue pool (None: check each statement's connection out and in).
     It keeps one connection less than the pool's size, so Core's operations always
     find one."""
-    from .sql_engine import AUTOCOMMIT_ENGINES
-
     pool = engine.pool
     if (engine not in AUTOCOMMIT_ENGINES or not isinstance(pool, sa.pool.QueuePool)
             or getattr(pool, "_recycle", -1) > -1 or getattr(pool, "_pre_ping", False)):
@@ -138,6 +139,10 @@ class DirectStatement:
         self._bind: Bind = ((lambda params: tuple(params[name] for name in names))
                             if names is not None else dict)
         self._dbapi_error: type[Exception] = engine.dialect.loaded_dbapi.Error
+        # Only on the store's own autocommit engines: a failed EXECUTE there ends no
+        # transaction, so the plain statement can follow it (sql_prepared.py).
+        self._prepared = (prepared_form(engine, compiled) if engine in AUTOCOMMIT_ENGINES
+                          else None)
 
     def watched(self) -> bool:
         """Whether anything on the engine wants to see each statement: then use Core."""
@@ -180,7 +185,11 @@ class DirectStatement:
             if watchdog is not None:
                 watchdog.arm(id(cursor), connection.dbapi_connection)
             try:
-                cursor.execute(self.sql, self._bind(params))
+                prepared = self._prepared
+                if prepared is not None and prepared.usable:
+                    prepared.execute(connection, cursor, params, self.sql, self._bind)
+                else:
+                    cursor.execute(self.sql, self._bind(params))
                 outcome = result(cursor)
             finally:
                 if watchdog is not None:
