@@ -150,3 +150,56 @@ def test_a_save_with_no_version_still_merges_and_a_gone_row_stays_gone(
     store.delete(key)  # a logout while the request ran
     assert on_another_thread(lambda: store.update(key, delta(version, c=3))) is False
     assert store.load(key, time.time()) is None
+
+
+def bound(version: Any, user_id: str | None, **values: Any) -> SessionUpdate:
+    update = delta(version, **values)
+    update.user_id, update.user_id_changed = user_id, True
+    return update
+
+
+def test_a_save_that_binds_rebinds_or_unbinds_the_user_keeps_the_user_index(
+        store: SQLiteStore) -> None:
+    key = stored(store, {"a": 1})
+    now = time.time
+    assert store.update(key, bound(loaded_version(store, key), "alice"))
+    assert store.keys_for_user("alice", now()) == [key]
+    # The same user again, and a save that does not touch the user: still listed.
+    assert store.update(key, bound(loaded_version(store, key), "alice", b=2))
+    assert store.update(key, delta(loaded_version(store, key), c=3))
+    assert store.keys_for_user("alice", now()) == [key]
+    # Under the write lock too (a version of another key: as after an id rotation).
+    other = stored(store, {"z": 0})
+    assert store.update(key, bound(loaded_version(store, other), "bob"))
+    assert (store.keys_for_user("alice", now()), store.keys_for_user("bob", now())) == (
+        [], [key])
+    assert store.update(key, bound(loaded_version(store, other), "bob", d=4))
+    assert store.keys_for_user("bob", now()) == [key]
+    assert store.update(key, bound(loaded_version(store, key), None))
+    assert store.keys_for_user("bob", now()) == []
+    assert values_of(store, key) == {"a": 1, "b": 2, "c": 3, "d": 4}
+
+
+def test_a_user_bound_meanwhile_fails_the_compare_and_swap_of_a_save_keeping_it(
+        store: SQLiteStore) -> None:
+    key = stored(store, {"a": 1})
+    slow = loaded_version(store, key)
+    assert store.update(key, bound(loaded_version(store, key), "alice"))
+    # The slow save leaves the user as it read it (none): the row's user now differs,
+    # so it is merged under the lock and the binding stays.
+    saved, sent = statements(store, lambda: store.update(key, delta(slow, b=2)))
+    assert saved and sent[1] == "BEGIN IMMEDIATE"
+    assert store.keys_for_user("alice", time.time()) == [key]
+    assert values_of(store, key) == {"a": 1, "b": 2}
+
+
+def test_values_the_session_changes_after_its_load_are_not_what_its_save_merges_into(
+        store: SQLiteStore) -> None:
+    key = stored(store, {"a": 1, "b": 2})
+    loaded = store.load(key, time.time())
+    assert loaded is not None
+    # The session layer works on record.values in place; only its delta is saved.
+    loaded.values["a"] = CODEC.encode("changed in place")
+    del loaded.values["b"]
+    assert store.update(key, delta(loaded.version, c=3))
+    assert values_of(store, key) == {"a": 1, "b": 2, "c": 3}
