@@ -156,13 +156,15 @@ class SQLiteStore(SessionStore):
         return claimed
 
     def _row(self, key: str, record: SessionRecord) -> tuple[object, ...]:
-        return (key, self._packed(record.values), record.created_at, record.accessed_at,
+        return (key, self._packed(record.values, self._connection()), record.created_at,
+                record.accessed_at,
                 record.expires_at, int(record.permanent), record.user_id)
 
-    def _packed(self, values: dict[str, bytes]) -> bytes:
-        """The data column of ``values``, checked to fit a row before it is sent."""
+    def _packed(self, values: dict[str, bytes], conn: sqlite3.Connection) -> bytes:
+        """The data column of ``values``, checked to fit a row of ``conn`` (this
+        thread's connection) before it is sent."""
         data = self.codec.pack(values)
-        length = sqlite_length(self._connection())
+        length = sqlite_length(conn)
         if len(data) > length - STATEMENT_ROOM:
             raise SQLRecordTooLarge(self.name, len(data), sqlite_limit(length))
         return data
@@ -173,17 +175,21 @@ class SQLiteStore(SessionStore):
             # Usually the row is still as this request read it: merge into that and
             # write only if nothing changed meanwhile (no lock, one statement).
             _key, data, user_id, seen_values = seen
-            packed = self._packed(update.apply_to(seen_values))
-            if update.user_id_changed and update.user_id != user_id:
-                written = self._run(self._sql_update_if_same, (
-                    packed, update.accessed_at, update.expires_at, int(update.permanent),
-                    update.user_id, key, data, user_id,
-                )).rowcount
-            else:
-                written = self._run(self._sql_update_values_if_same, (
-                    packed, update.accessed_at, update.expires_at, int(update.permanent),
-                    key, data, user_id,
-                )).rowcount
+            conn = self._connection()
+            packed = self._packed(update.apply_to(seen_values), conn)
+            try:
+                if update.user_id_changed and update.user_id != user_id:
+                    written = conn.execute(self._sql_update_if_same, (
+                        packed, update.accessed_at, update.expires_at,
+                        int(update.permanent), update.user_id, key, data, user_id,
+                    )).rowcount
+                else:
+                    written = conn.execute(self._sql_update_values_if_same, (
+                        packed, update.accessed_at, update.expires_at,
+                        int(update.permanent), key, data, user_id,
+                    )).rowcount
+            except sqlite3.Error as exc:
+                raise StoreUnavailable(f"sqlite at {self.path}", exc) from exc
             if written:
                 return True
         return self._update_locked(key, update)
@@ -197,7 +203,7 @@ class SQLiteStore(SessionStore):
             row = conn.execute(self._sql_data, (key,)).fetchone()
             if row is not None:
                 values = update.apply_to(unpack_values(self.name, self.codec, row[0]))
-                packed = self._packed(values)
+                packed = self._packed(values, conn)
                 if update.user_id_changed and update.user_id != row[1]:
                     conn.execute(self._sql_update, (
                         packed, update.accessed_at, update.expires_at,
