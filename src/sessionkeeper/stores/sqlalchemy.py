@@ -245,14 +245,17 @@ class _LoadedVersion(int):
     """The version of a row as a request loaded it (``SessionRecord.version``), carrying
     the row's values, so the request's save merges into them without reading the row
     again. It travels with the session, never in per-thread state: load and save may run
-    on different threads."""
+    on different threads. ``direct``: the load went straight to the driver, and so does
+    the save (the engine was not watched a moment ago: not asked again)."""
 
     key: str
     values: dict[str, bytes]
+    direct: bool
 
-    def __new__(cls, version: int, key: str, values: dict[str, bytes]) -> _LoadedVersion:
+    def __new__(cls, version: int, key: str, values: dict[str, bytes],
+                direct: bool = False) -> _LoadedVersion:
         loaded = super().__new__(cls, version)
-        loaded.key, loaded.values = key, values
+        loaded.key, loaded.values, loaded.direct = key, values, direct
         return loaded
 
 
@@ -469,9 +472,9 @@ class SQLAlchemyStore(SessionStore):
                     row = self._load_through_core(key, now)
             except sa_exc.SQLAlchemyError as exc:
                 self._raise_translated(exc, started)
-        return self._record_of(key, row)
+        return self._record_of(key, row, direct=direct is not None)
 
-    def _record_of(self, key: str, row: Any) -> SessionRecord | None:
+    def _record_of(self, key: str, row: Any, *, direct: bool = False) -> SessionRecord | None:
         if row is None:
             return None
         if len(row) == 1:  # the packed read (stores/sql_packed.py)
@@ -485,7 +488,7 @@ class SQLAlchemyStore(SessionStore):
         record = record_of_row(self.name, self.codec, data, created_at, accessed_at,
                                expires_at, permanent, user_id, version)
         if record.version is not None:
-            record.version = _LoadedVersion(record.version, key, record.values)
+            record.version = _LoadedVersion(record.version, key, record.values, direct)
         record.values = dict(record.values)  # the caller's copy; the version keeps the original
         return record
 
@@ -637,7 +640,11 @@ class SQLAlchemyStore(SessionStore):
         if update.user_id_changed:
             _check_user_id(update.user_id)
         steps = self._save_steps(key, update)
-        direct = self._direct_runner()
+        loaded = update.version
+        # The way this request's read went a moment ago (asking again costs about
+        # 13,000 instructions), else asked now.
+        direct = (self._direct_writer if isinstance(loaded, _LoadedVersion) and loaded.direct
+                  and loaded.key == key else self._direct_runner())
         if direct is not None:
             with self._turns:
                 started = time.monotonic()  # _translated_errors, spelled out
