@@ -171,45 +171,59 @@ FLOOR_REASONS = """\
 Where a store stays under its floor, the profiles say why. The table "each store against
 its raw floor" under *Instructions per request* gives this run's counts (the whole Flask
 app in process; the store servers' own work is not counted); the figures below were
-measured with `python benchmarks/inprocess.py VARIANT ROUTE --instructions` on
-2026-12-04:
+measured with `python benchmarks/inprocess.py VARIANT ROUTE --instructions` and, for the
+servers' side, `python benchmarks/server_time.py VARIANT ROUTE` (each statement's time
+in the server's own log) on 2026-12-04:
 
-- The session layer itself: `sk-memory` executes 425k instructions on `/read` and 507k
-  on `/write`, where the raw variants' views do their round trips in 430k to 670k. A raw
-  view reads no cookie, checks no id, hashes none, decodes no values, keeps no expiry
-  and sends no Set-Cookie; sessionkeeper does each of these once per request that uses
-  the session. Against a cheap round trip (Redis, memcached, files) these 75k to 155k
-  instructions are most of the gap: `sk-redis` `/read` 494k against 463k raw (0.94),
-  `/write` 650k against 612k (0.94); `sk-memcached` 523k and 697k against 450k and 490k.
+- The session layer itself: `sk-memory` executes 426k instructions on `/read` and
+  508k on `/write`, 100k and 180k above plain Flask's `/ping`; a raw view reads no
+  cookie, checks no id, hashes none, decodes no values, keeps no expiry and sends no
+  Set-Cookie, and sessionkeeper does each of these once per request that uses the
+  session (a save alone: about 80k, of which the Set-Cookie header is 23k). Against a
+  cheap round trip (Redis, memcached, files) this is most of the gap.
+- Redis: one `HGETALL` and one `EVALSHA` (the delta applied in Redis only if the session
+  still exists, so a logout is never undone) against `GET` + `SET`: the same two round
+  trips. In the app, `sk-redis` is 493k and 650k instructions against
+  raw's 463k and 612k; in the server, the script's run costs
+  23 us per `/write`, against 3 us for `GET` + `SET`: Lua's own
+  start-up, not the commands it runs. On two shared cores that is about 2 % of a write.
+- memcached: the same `gets` + `cas` as the floor; the store's own part is as lean as the
+  raw client's (a read: 98k above `sk-memory` against 121k above plain for the raw
+  `get`), so the difference is the session layer.
+- PostgreSQL: the read is packed into one `bytea` (psycopg2 pays about 5k instructions a
+  result column; times, flag and version in PostgreSQL's binary send format), decoded
+  strictly (a damaged row is a fresh session, not a 500), and both statements run
+  prepared, once per connection (the server parses and plans the packed read in about
+  20 us otherwise). The versioned `UPDATE` sends 7 parameters against 2, psycopg2
+  formats each 17-digit time, and the store checks each read for statement listeners
+  (`sk-postgresql` 564k / 819k instructions vs 450k / 501k
+  raw; server time per request 31 us / 237 us vs 40 us /
+  226 us).
 - MariaDB: the session row has seven columns (data, three times, permanent, user, version:
   what expiry, idle and absolute timeouts, the per-user index and the no-lost-update check
   need) against the raw variant's one; pymysql parses each result column's description in
   Python, about 50k instructions a column, so the store has the server pack them into one
-  column (times in shortest round-trip digits, checked once at start-up) and decodes it
-  itself. Writes are one versioned `UPDATE` (the compare-and-set that keeps concurrent
-  saves from losing each other's keys) where the raw variant blindly overwrites; no extra
-  round trip: a save reuses the row the request loaded and reads it again only after
-  losing a race. pymysql escapes and formats its seven parameters in Python
-  (`sk-mariadb` `/write` 973k vs 669k raw, `/read` 682k vs 574k).
-- PostgreSQL: the read is packed into one `bytea` too (psycopg2 pays about 5k
-  instructions a result column; times, flag and version in PostgreSQL's binary send
-  format, which no server setting changes), and decoded strictly (a damaged row is a
-  fresh session, not a 500). The versioned `UPDATE` sends 7 parameters against 2, and
-  psycopg2 formats each 17-digit time (about 15k per `UPDATE`); the execute-listener
-  check and the statement-timeout watchdog cost about 14k per statement
-  (`sk-postgresql` `/write` 839k vs 497k raw, `/read` 571k vs 451k).
-- Redis: one `HGETALL` and one `EVALSHA` (the delta applied in Redis only if the session
-  still exists, so a logout is never undone) against `GET` + `SET`: the same two round
-  trips; what is left is the session layer.
-- memcached: the same `gets` + `cas` as the floor; the difference is the session layer.
+  column (times in shortest round-trip digits, checked once at start-up), which costs the
+  server about 30 us a read. Writes are one versioned `UPDATE` (the compare-and-set that
+  keeps concurrent saves from losing each other's keys) where the raw variant overwrites
+  its row unconditionally; no extra round trip. pymysql escapes and formats its seven
+  parameters in Python (`sk-mariadb` 682k / 964k instructions vs
+  574k / 672k raw; server time per request 70 us /
+  318 us vs 37 us / 235 us). The raw `/write` used to save the value it had read:
+  InnoDB left the unchanged row alone (no redo log, no flush to disk), a floor no
+  session can reach (0.51 in the run of 2026-12-04 16:05); it now
+  saves a changed value, as a session's save does.
+- SQLite (in process, so its own work is counted): the save's `UPDATE` maintains the
+  expiry index (about 12k instructions) and writes the row and its WAL frame; a save
+  leaves `user_id` out of its `SET` when the user stays (SQLite rewrites an index whose
+  column is set, even to its value).
 - files: a write opens the session's file and takes its `flock` (concurrent requests of
   one session never lose each other's changes), checks the path still names the locked
   file, reads it again under the lock, writes a temporary file, sets its mtime to the
   expiry (what the sweep reads) and renames it over: 15 system calls on bare descriptors
-  against the raw variant's 17 through file objects (`sk-filesystem` `/write` 616k vs
-  497k raw, `/read` 449k vs 428k). The wall clock of both is mostly the kernel: replacing
-  a file frees the old one, which on ext4 waits for the writeback the previous rename
-  started (1-2 ms per write on this VM, varying with the disk's load).
+  against the raw variant's 17 through file objects. The wall clock of both is mostly
+  the kernel: replacing a file frees the old one, which on ext4 waits for the writeback
+  the previous rename started (1-2 ms per write on this VM, varying with the disk's load).
 - DynamoDB: the same round trips as the floor (a consistent `GetItem` per read, and
   `GetItem` + one conditional `UpdateItem` per write; the condition, the item's expiry
   compared with now, is what refuses a write after a logout, at no extra round trip).
