@@ -78,47 +78,49 @@ def server_queries(application_name: str) -> list[str]:
     return [row[0] for row in rows]
 
 
-def test_postgresql_runs_the_reads_and_saves_prepared(table: str) -> None:
-    name = f"sk-prepared-{secrets.token_hex(4)}"
-    url = f"{sqlalchemy_postgresql.url()}?application_name={name}"
-    store = SQLAlchemyStore(engine_from_url(url), table=table, owns_engine=True,
-                            codec=MSGPACK)
-    try:
-        store.check()
-        key = new_key()
-        store.create(key, record(user="alice"))
-        loaded = store.load(key, time.time())
-        assert loaded is not None
-        assert [q.split("(")[0] for q in server_queries(name)] == [
-            "EXECUTE " + store._direct_load._prepared.name]  # type: ignore[union-attr]
-        assert store.update(key, update(loaded.version, theme="dark"))
-        assert server_queries(name)[0].startswith("EXECUTE sessionkeeper_")
-        assert values_of(store, key) == {"user": "alice", "theme": "dark"}
-    finally:
-        store.close()
+@pytest.fixture
+def named() -> str:
+    """The application_name the store's connections give PostgreSQL."""
+    return f"sk-prepared-{secrets.token_hex(4)}"
+
+
+@pytest.fixture
+def store(table: str, named: str) -> Iterator[SQLAlchemyStore]:
+    """A store whose connections show in pg_stat_activity under ``named``."""
+    url = f"{sqlalchemy_postgresql.url()}?application_name={named}"
+    made = SQLAlchemyStore(engine_from_url(url), table=table, owns_engine=True,
+                           codec=MSGPACK)
+    made.check()
+    yield made
+    made.close()
+
+
+def test_postgresql_runs_the_reads_and_saves_prepared(store: SQLAlchemyStore,
+                                                      named: str) -> None:
+    key = new_key()
+    store.create(key, record(user="alice"))
+    loaded = store.load(key, time.time())
+    assert loaded is not None
+    assert [q.split("(")[0] for q in server_queries(named)] == [
+        "EXECUTE " + store._direct_load._prepared.name]  # type: ignore[union-attr]
+    assert store.update(key, update(loaded.version, theme="dark"))
+    assert server_queries(named)[0].startswith("EXECUTE sessionkeeper_")
+    assert values_of(store, key) == {"user": "alice", "theme": "dark"}
 
 
 def test_a_connection_the_database_dropped_is_replaced_and_prepares_again(
-        table: str) -> None:
-    name = f"sk-prepared-{secrets.token_hex(4)}"
-    url = f"{sqlalchemy_postgresql.url()}?application_name={name}"
-    store = SQLAlchemyStore(engine_from_url(url), table=table, owns_engine=True,
-                            codec=MSGPACK)
-    try:
-        store.check()
-        key = new_key()
-        store.create(key, record(user="alice"))
-        assert values_of(store, key) == {"user": "alice"}
-        with closing(engine_from_url(sqlalchemy_postgresql.url()).connect()) as conn:
-            conn.execute(sa.text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                                 "WHERE application_name = :name"), {"name": name})
-            conn.engine.dispose()
-        # The store sends the read again on a new connection, which prepares anew (had
-        # it taken the old one's word, the statement would have gone plain).
-        assert values_of(store, key) == {"user": "alice"}
-        assert server_queries(name)[0].startswith("EXECUTE sessionkeeper_")
-    finally:
-        store.close()
+        store: SQLAlchemyStore, named: str) -> None:
+    key = new_key()
+    store.create(key, record(user="alice"))
+    assert values_of(store, key) == {"user": "alice"}
+    with closing(engine_from_url(sqlalchemy_postgresql.url()).connect()) as conn:
+        conn.execute(sa.text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                             "WHERE application_name = :name"), {"name": named})
+        conn.engine.dispose()
+    # The store sends the read again on a new connection, which prepares anew (had it
+    # taken the old one's word, the statement would have gone plain).
+    assert values_of(store, key) == {"user": "alice"}
+    assert server_queries(named)[0].startswith("EXECUTE sessionkeeper_")
 
 
 def test_behind_pgbouncer_in_transaction_mode_statements_go_plain_and_keep_working(
