@@ -22,21 +22,20 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import gc
 import os
 import re
 import secrets
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from collections import defaultdict
-from collections.abc import Iterator
 from typing import Any
 
 from common import REDIS_HOST, SRC_DIR, BenchSettings
+from stores import redis_server
 
 POSTGRESQL_LOG = "/var/log/postgresql/postgresql-15-main.log"
 #: the variants on the single Redis server (the cluster's are on their own ports)
@@ -207,32 +206,6 @@ def measure(variant: str, route: str, calls: int, settings: BenchSettings,
         server_log.stop()
 
 
-@contextlib.contextmanager
-def private_redis() -> Iterator[int]:
-    """A throwaway redis-server on a spare port: no other client's commands in its log."""
-    import redis
-
-    with socket.socket() as probe:
-        probe.bind((REDIS_HOST, 0))
-        port = probe.getsockname()[1]
-    server = subprocess.Popen(["redis-server", "--port", str(port), "--bind", REDIS_HOST,
-                               "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                redis.Redis(host=REDIS_HOST, port=port).ping()
-                break
-            except redis.ConnectionError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-        yield port
-    finally:
-        server.terminate()
-        server.wait()
-
-
 def report(variant: str, route: str, calls: int, times: Times) -> None:
     total = 0.0
     print(f"{variant} {route}: store server time, {calls} requests")
@@ -261,9 +234,12 @@ def main(argv: list[str] | None = None) -> int:
                                  data_dir=tmp, counter_dir=tmp, memcached_port=0)
         server_log: ServerLog
         if args.variant in REDIS_VARIANTS:
-            port = stack.enter_context(private_redis())
-            settings = BenchSettings(**{**vars(settings), "redis_port": port})
-            server_log = RedisSlowlog(port, args.calls)
+            # A private server: no other client's commands in its log.
+            server = redis_server()
+            server.start()
+            stack.callback(server.stop)
+            settings = dataclasses.replace(settings, redis_port=server.port)
+            server_log = RedisSlowlog(server.port, args.calls)
         elif "mariadb" in args.variant:
             server_log = MariaDBSlowLog(settings.mariadb_url)
         elif "postgresql" in args.variant:

@@ -74,7 +74,6 @@ class PreparedForm:
             if getattr(exc, "pgcode", None) != UNKNOWN_PREPARED_STATEMENT:
                 raise
             self.usable = False
-            prepared.discard(self.name)
             logger.info("the database lost a prepared statement between two statements "
                         "of one connection (a pooler such as PgBouncer in transaction "
                         "mode?); sending plain statements from now on")

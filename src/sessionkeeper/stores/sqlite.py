@@ -157,8 +157,7 @@ class SQLiteStore(SessionStore):
 
     def _row(self, key: str, record: SessionRecord) -> tuple[object, ...]:
         return (key, self._packed(record.values, self._connection()), record.created_at,
-                record.accessed_at,
-                record.expires_at, int(record.permanent), record.user_id)
+                record.accessed_at, record.expires_at, int(record.permanent), record.user_id)
 
     def _packed(self, values: dict[str, bytes], conn: sqlite3.Connection) -> bytes:
         """The data column of ``values``, checked to fit a row of ``conn`` (this
