@@ -30,6 +30,7 @@ import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 
 from .sql_engine import AUTOCOMMIT_ENGINES
+from .sql_literals import LITERAL_WRITERS, PYFORMAT_PLACEHOLDER, literals_of
 from .sql_prepared import prepared_form
 
 #: drivers whose DBAPI takes Python str/float/bytes parameters and returns plain rows
@@ -138,6 +139,12 @@ class DirectStatement:
         names = compiled.positiontup if compiled.positional else None
         self._bind: Bind = ((lambda params: tuple(params[name] for name in names))
                             if names is not None else dict)
+        # Parameters written into the statement by the store where it can (sql_literals.py)
+        self._writers = LITERAL_WRITERS.get(engine.dialect.driver)
+        self._positional = names is not None
+        self._names: tuple[str, ...] = (
+            tuple(names) if names is not None
+            else tuple(dict.fromkeys(PYFORMAT_PLACEHOLDER.findall(self.sql))))
         self._dbapi_error: type[Exception] = engine.dialect.loaded_dbapi.Error
         # Only on the store's own autocommit engines: a failed EXECUTE there ends no
         # transaction, so the plain statement can follow it (sql_prepared.py).
@@ -189,7 +196,11 @@ class DirectStatement:
                 if prepared is not None and prepared.usable:
                     prepared.execute(connection, cursor, params, self.sql, self._bind)
                 else:
-                    cursor.execute(self.sql, self._bind(params))
+                    written = self._written(params)
+                    if written is None:
+                        cursor.execute(self.sql, self._bind(params))
+                    else:
+                        cursor.execute(written)  # no parameters: sent as it is
                 outcome = result(cursor)
             finally:
                 if watchdog is not None:
@@ -212,6 +223,17 @@ class DirectStatement:
         else:
             idle.give(connection)
         return outcome
+
+    def _written(self, params: Mapping[str, Any]) -> str | None:
+        """The statement with ``params`` written in, as the driver would (None: the
+        driver binds them)."""
+        writers = self._writers
+        literals = None if writers is None else literals_of(self._names, params, writers)
+        if literals is None:
+            return None
+        # The driver's own step: its paramstyle's placeholders filled, "%%" made "%".
+        return self.sql % (tuple(literals) if self._positional
+                           else dict(zip(self._names, literals, strict=True)))
 
     def _wrapped(self, exc: Exception, gone: bool) -> sa_exc.DBAPIError:
         return sa_exc.DBAPIError.instance(

@@ -12,6 +12,8 @@ in transaction or statement mode) can send the ``EXECUTE`` where nothing was pre
 PostgreSQL answers "prepared statement does not exist", the statement is run as plain
 text instead, and the engine never prepares again. psycopg 3 prepares on its own;
 other drivers keep plain statements.
+
+The ``EXECUTE`` arguments are written in by the store where it can (sql_literals.py).
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from .sql_literals import POSTGRESQL_LITERALS, PYFORMAT_PLACEHOLDER, literals_of
+
 logger = logging.getLogger("sessionkeeper")
 
 #: PostgreSQL's SQLSTATE for an unknown prepared statement (invalid_sql_statement_name)
@@ -31,7 +35,6 @@ UNKNOWN_PREPARED_STATEMENT = "26000"
 #: (DBAPI connection, names it has prepared), in its pool record's info: a connection
 #: the pool replaced (after a disconnect, say) prepares again
 _PREPARED_ON_CONNECTION = "sessionkeeper_prepared"
-_PLACEHOLDER = re.compile(r"%\((\w+)\)s")
 
 Bind = Callable[[Mapping[str, Any]], Any]
 
@@ -48,13 +51,22 @@ class PreparedForm:
 
         # Parameter types are left to PostgreSQL to infer from the statement, as it
         # does for the same literals sent inline.
-        body = _PLACEHOLDER.sub(number, sql).replace("%%", "%")
+        body = PYFORMAT_PLACEHOLDER.sub(number, sql).replace("%%", "%")
         self.name = "sessionkeeper_" + hashlib.sha256(body.encode()).hexdigest()[:20]
         self.prepare_sql = f"PREPARE {self.name} AS {body}"
         self.execute_sql = (f"EXECUTE {self.name}("
                             + ", ".join(f"%({name})s" for name in numbers) + ")"
                             if numbers else f"EXECUTE {self.name}")
+        self._names = tuple(numbers)
         self.usable = True
+
+    def execute_text(self, params: Mapping[str, Any]) -> str | None:
+        """The ``EXECUTE`` with ``params`` written in (sql_literals.py), or None when one
+        of them is not a type written there."""
+        if not self._names:
+            return self.execute_sql
+        literals = literals_of(self._names, params, POSTGRESQL_LITERALS)
+        return None if literals is None else f"EXECUTE {self.name}({', '.join(literals)})"
 
     def execute(self, connection: Any, cursor: Any, params: Mapping[str, Any],
                 plain_sql: str, bind: Bind) -> None:
@@ -68,8 +80,12 @@ class PreparedForm:
         if self.name not in prepared:
             cursor.execute(self.prepare_sql)
             prepared.add(self.name)
+        text = self.execute_text(params)
         try:
-            cursor.execute(self.execute_sql, params)
+            if text is None:
+                cursor.execute(self.execute_sql, params)
+            else:
+                cursor.execute(text)  # no parameters: psycopg2 sends it as it is
         except Exception as exc:
             if getattr(exc, "pgcode", None) != UNKNOWN_PREPARED_STATEMENT:
                 raise
