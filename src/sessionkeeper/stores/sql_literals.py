@@ -80,9 +80,7 @@ def literals_of(names: tuple[str, ...], params: Mapping[str, Any],
     is not written here."""
     literals = []
     for name in names:
-        value = params[name]
-        write = writers.get(type(value))
-        written = None if write is None else write(value)
+        written = sql_literal(params[name], writers)
         if written is None:
             return None
         literals.append(written)
