@@ -15,9 +15,11 @@ from .model import Session
 logger = logging.getLogger("sessionkeeper")
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class CookieUpdate:
-    """What the response must do with the session cookie."""
+    """What the response must do with the session cookie. Never changed once made
+    (not frozen only because a frozen dataclass costs twice as much to build, and every
+    write builds one)."""
 
     value: str | None  # None: delete the cookie
     max_age: int | None = None  # None with a value: a browser-session cookie

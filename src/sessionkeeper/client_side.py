@@ -153,11 +153,12 @@ class CookieSessions:
             logger.info("session cookie rejected (revoked); starting a fresh session")
             signals.session_rejected.send(self, reason="revoked", user_id=meta.user_id)
             return None
+        # Positional (LoadedState's docstring): every request reading its cookie builds one.
         return LoadedState(
-            sid=None, new=False, permanent=permanent, created_at=created_at,
-            accessed_at=issued_at, expires_at=self.policy.expires_at(created_at, issued_at),
-            user_id=meta.user_id, bound_at=meta.bound_at, handle=meta.handle,
-            values=data, had_cookie=True,
+            None, False, permanent,  # sid, new, permanent
+            created_at, issued_at, self.policy.expires_at(created_at, issued_at),
+            meta.user_id, {}, data, True,  # user_id, raw, values, had_cookie
+            meta.bound_at, meta.handle,
         )
 
     def _read(self, token: str, report: bool = True) -> tuple[dict[str, Any], float] | None:

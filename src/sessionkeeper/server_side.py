@@ -174,11 +174,13 @@ class ServerSideSessions:
 
     @staticmethod
     def _live_state(sid: str, record: SessionRecord) -> LoadedState:
+        # Positional: a class called with keywords costs twice as much (the keywords
+        # become a dict), and every request that reads its session builds one.
         return LoadedState(
-            sid=sid, new=False, permanent=record.permanent,
-            created_at=record.created_at, accessed_at=record.accessed_at,
-            expires_at=record.expires_at, user_id=record.user_id,
-            raw=record.values, had_cookie=True, version=record.version,
+            sid, False, record.permanent,  # sid, new, permanent
+            record.created_at, record.accessed_at, record.expires_at, record.user_id,
+            record.values, {}, True,  # raw, values, had_cookie
+            None, None, record.version,  # bound_at, handle, version
         )
 
     def _fresh_state(self, now: float, token: str | None,
@@ -326,11 +328,12 @@ class ServerSideSessions:
     def _update(self, session: Session, changes: SessionChanges, now: float,
                 expires_at: float) -> SessionUpdate:
         state = session.state
+        # Positional, as in _live_state: one per write.
         return SessionUpdate(
-            set_values=changes.set_values, deleted_keys=changes.deleted_keys,
-            replace=changes.replace, accessed_at=now, expires_at=expires_at,
-            permanent=state.permanent, user_id=state.user_id,
-            user_id_changed=session.user_changed, version=state.version,
+            changes.set_values, changes.deleted_keys, changes.replace,
+            now, expires_at, state.permanent,  # accessed_at, expires_at, permanent
+            state.user_id, session.user_changed,  # user_id, user_id_changed
+            {}, state.version,  # extra, version
         )
 
     def _create(self, session: Session, state: LoadedState, now: float,

@@ -93,12 +93,12 @@ class StarletteCookies:
                 self._reject(str(exc))
             else:
                 created_at = meta.created_at if meta.created_at is not None else issued_at
+                # Positional (LoadedState's docstring): one per request reading its cookie.
                 return LoadedState(
-                    sid=None, new=False, permanent=self.max_age is not None,
-                    created_at=created_at, accessed_at=issued_at,
-                    expires_at=self._expiry(issued_at), user_id=meta.user_id,
-                    bound_at=meta.bound_at, handle=meta.handle, values=data,
-                    had_cookie=True,
+                    None, False, self.max_age is not None,  # sid, new, permanent
+                    created_at, issued_at, self._expiry(issued_at),
+                    meta.user_id, {}, data, True,  # user_id, raw, values, had_cookie
+                    meta.bound_at, meta.handle,
                 )
         # had_cookie only for a cookie that was read: as Starlette, an unreadable
         # cookie is left alone (not deleted) when the session ends up empty.

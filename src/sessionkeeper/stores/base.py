@@ -21,7 +21,10 @@ T = TypeVar("T")
 
 @dataclass
 class SessionRecord:
-    """A stored session: encoded values plus the metadata the core needs."""
+    """A stored session: encoded values plus the metadata the core needs.
+
+    Stores build one per load with positional arguments (half the cost of keywords):
+    the field order is part of the store interface."""
 
     values: dict[str, bytes]
     created_at: float
@@ -44,7 +47,8 @@ class SessionRecord:
 
 @dataclass
 class SessionUpdate:
-    """A delta to apply to an existing record, atomically."""
+    """A delta to apply to an existing record, atomically (one per write, built with
+    positional arguments: the field order is part of the store interface)."""
 
     set_values: dict[str, bytes]
     deleted_keys: set[str]

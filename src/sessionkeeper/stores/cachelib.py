@@ -305,11 +305,10 @@ class CachelibStore(SessionStore):
             self._index_change(new_user, add=key, until=update.expires_at)
 
         def change(current: SessionRecord) -> SessionRecord:
-            return SessionRecord(
-                values=update.apply_to(current.values), created_at=current.created_at,
-                accessed_at=update.accessed_at, expires_at=update.expires_at,
-                permanent=update.permanent,
-                user_id=update.user_id if update.user_id_changed else current.user_id,
+            return SessionRecord(  # positional: one per write (SessionRecord's docstring)
+                update.apply_to(current.values), current.created_at,
+                update.accessed_at, update.expires_at, update.permanent,
+                update.user_id if update.user_id_changed else current.user_id,
             )
 
         before = self._rewrite(key, change)

@@ -148,14 +148,14 @@ def record_from_item(item: Mapping[str, Mapping[str, Any]], store: str) -> Sessi
         permanent = item[PERMANENT]["BOOL"]
         if not isinstance(permanent, bool):
             raise TypeError("permanent is not a boolean")
-        return SessionRecord(
-            values=values,
-            created_at=_time(item, CREATED),
-            accessed_at=_time(item, ACCESSED),
-            expires_at=_time(item, EXPIRES),
-            permanent=permanent,
-            user_id=None if user is None else str(user["S"]),
-            version=int(item[VERSION]["N"]) if VERSION in item else None,
+        return SessionRecord(  # positional: one per load (SessionRecord's docstring)
+            values,
+            _time(item, CREATED),
+            _time(item, ACCESSED),
+            _time(item, EXPIRES),
+            permanent,
+            None if user is None else str(user["S"]),
+            int(item[VERSION]["N"]) if VERSION in item else None,
         )
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise UndecodableRecord(store, f"damaged session item: {exc!r}") from exc

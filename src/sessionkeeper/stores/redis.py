@@ -593,13 +593,13 @@ def _record_from_reply(reply: Any) -> SessionRecord:
             else:
                 meta[field] = data
         user = meta.get(_USER)
-        return SessionRecord(
-            values=values,
-            created_at=_time_field(meta, _CREATED),
-            accessed_at=_time_field(meta, _ACCESSED),
-            expires_at=_time_field(meta, _EXPIRES),
-            permanent=_PERMANENT_FLAGS[meta[_PERMANENT]],
-            user_id=user.decode() if user is not None else None,
+        return SessionRecord(  # positional: one per load (SessionRecord's docstring)
+            values,
+            _time_field(meta, _CREATED),
+            _time_field(meta, _ACCESSED),
+            _time_field(meta, _EXPIRES),
+            _PERMANENT_FLAGS[meta[_PERMANENT]],
+            user.decode() if user is not None else None,
         )
     except (KeyError, ValueError) as exc:  # UnicodeDecodeError is a ValueError
         raise UndecodableRecord(RedisStore.name, f"damaged session hash: {exc!r}") from exc

@@ -69,14 +69,14 @@ def record_of_row(store: str, codec: ValueCodec, data: Any, created_at: Any,
     """The record a row holds, every column checked."""
     if version is not None and (isinstance(version, bool) or not isinstance(version, int)):
         raise UndecodableRecord(store, f"version is not an integer ({type(version).__name__})")
-    return SessionRecord(
-        values=unpack_values(store, codec, data),
-        created_at=timestamp(store, "created_at", created_at),
-        accessed_at=timestamp(store, "accessed_at", accessed_at),
-        expires_at=timestamp(store, "expires_at", expires_at),
-        permanent=flag(store, "permanent", permanent),
-        user_id=user_id_of(store, user_id),
-        version=version,
+    return SessionRecord(  # positional: one per load (SessionRecord's docstring)
+        unpack_values(store, codec, data),
+        timestamp(store, "created_at", created_at),
+        timestamp(store, "accessed_at", accessed_at),
+        timestamp(store, "expires_at", expires_at),
+        flag(store, "permanent", permanent),
+        user_id_of(store, user_id),
+        version,
     )
 
 
