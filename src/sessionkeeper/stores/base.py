@@ -35,6 +35,15 @@ class SessionRecord:
     #: store-specific concurrency token (row version, CAS id); opaque to the core
     version: Any = None
 
+    def updated(self, update: SessionUpdate) -> SessionRecord:
+        """A new record: this one with ``update`` applied (no version), for stores that
+        read, merge and write back while the record as read stays as it was."""
+        return SessionRecord(  # positional: one per write
+            update.apply_to(self.values), self.created_at, update.accessed_at,
+            update.expires_at, update.permanent,
+            update.user_id if update.user_id_changed else self.user_id,
+        )
+
     def apply(self, update: SessionUpdate) -> None:
         """Apply a delta in place, for stores that read, merge and write back."""
         self.values = update.apply_to(self.values)

@@ -475,11 +475,7 @@ class MemcachedStore(SessionStore):
             self._index_change(new_user, add=key)
 
         def change(current: SessionRecord) -> SessionRecord:
-            return SessionRecord(  # positional: one per write (SessionRecord's docstring)
-                update.apply_to(current.values), current.created_at,
-                update.accessed_at, update.expires_at, update.permanent,
-                update.user_id if update.user_id_changed else current.user_id,
-            )
+            return current.updated(update)
 
         before = self._rewrite(key, change, version=update.version)
         if before is None:
